@@ -1,0 +1,173 @@
+"""The ``classbench`` command: a thin Typer layer over the Python API (no logic of its own)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from classbench.console import console
+
+app = typer.Typer(
+    name="classbench",
+    help="Train, compare, evaluate and export image classifiers on your own folders of images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-facing errors into one red line and a non-zero exit code (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from classbench.errors import ClassbenchError
+
+        try:
+            return func(*args, **kwargs)
+        except ClassbenchError as err:
+            console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except PermissionError as err:
+            console.print(f"[bold red]error:[/] {err.filename}: permission denied; choose a writable location",
+                          soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# -- data ------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def check(
+    data: Path = typer.Argument(..., help="Class folders, pre-split folders (train/val/test) or a CSV manifest."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the findings as JSON to this file."),
+) -> None:
+    """Scan a dataset: class counts, imbalance, broken files, duplicates and label conflicts."""
+    from classbench.data.check import check as run_check, render_check
+    from classbench.runs import atomic_write_json
+
+    report = run_check(data)
+    render_check(report, console)
+    if json_out:
+        atomic_write_json(json_out, report.to_dict())
+        console.print(f"Wrote {json_out}")
+    if not report.usable:
+        console.print(f"[bold red]error:[/] {report.problem}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def split(
+    data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
+    val: float = typer.Option(0.2, help="Fraction of each class for validation."),
+    test: float = typer.Option(0.1, help="Fraction of each class locked away for the final test."),
+    test_per_class: Optional[int] = typer.Option(None, help="Exactly N test images per class (the report's recipe)."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same split on any machine."),
+    out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write (path,label,split,group)."),
+    materialize: Optional[Path] = typer.Option(None, help="Also hard-link files into DIR/train|val|test/<class>/."),
+) -> None:
+    """Make a stratified, seeded, leakage-aware train/val/test split."""
+    from classbench.data.split import render_split, split as run_split
+
+    result = run_split(data, val=val, test=test, test_per_class=test_per_class, seed=seed, out=out,
+                       materialize=materialize)
+    render_split(result, console)
+    console.print(f"Wrote {out}")
+
+
+@app.command("demo-data")
+@friendly
+def demo_data(
+    out: Path = typer.Argument(Path("demo-data"), help="Folder to write the demo dataset into."),
+    imbalance: float = typer.Option(10.0, help="Largest class is this many times the smallest (1 = keep all)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write the built-in demo dataset (scikit-learn's real handwritten digits) as class folders."""
+    from classbench.data.demo import demo
+
+    path = demo(out, imbalance=imbalance, seed=seed)
+    console.print(f"Wrote demo dataset to {path}")
+
+
+# -- training --------------------------------------------------------------------------------
+@app.command()
+@friendly
+def train(
+    data: Optional[Path] = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
+    model: str = typer.Option("resnet18", "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
+    pretrained: bool = typer.Option(False, help="Start from the model's pretrained weights (downloads via timm)."),
+    weights: Optional[Path] = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
+    epochs: int = typer.Option(20, help="Training epochs."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the model's own)."),
+    batch_size: str = typer.Option("auto", help="Batch size or 'auto'."),
+    balance: str = typer.Option("auto", help="auto|none|weights|sampler: how class imbalance is handled."),
+    augment: str = typer.Option("light", help="none|light|strong|aerial (aerial adds vertical flips and 90° turns)."),
+    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed (auto: bf16 where it is native)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after N epochs without improvement."),
+    monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
+    freeze_epochs: Optional[int] = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the head (backbone: 0.1x when fine-tuning)."),
+    seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
+    val: float = typer.Option(0.2, help="Validation fraction when classbench makes the split."),
+    test: float = typer.Option(0.1, help="Test fraction when classbench makes the split."),
+    cache: str = typer.Option("auto", help="auto|memory|disk|off: cache decoded, resized images."),
+    accelerator: str = typer.Option("auto", help="auto|cpu|gpu"),
+    devices: str = typer.Option("auto", help="Number of devices, or 'auto'."),
+    num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
+    strategy: str = typer.Option("auto", help="auto|ddp|ddp_spawn|..."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, sometimes faster)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<model>)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder from last.ckpt."),
+) -> None:
+    """Train one architecture end to end (from scratch or pretrained) into a run folder."""
+    from classbench.train import resume as resume_run, train as run_train
+
+    if resume is not None:
+        result = resume_run(resume)
+    else:
+        if data is None:
+            raise typer.BadParameter("give DATA (or --resume RUN)")
+        result = run_train(
+            data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
+            img_size=img_size, batch_size=batch_size if batch_size == "auto" else int(batch_size), balance=balance,
+            augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
+            lr=lr, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
+            devices=devices if devices == "auto" else int(devices), num_nodes=num_nodes, strategy=strategy,
+            compile=compile, out=str(out) if out else None, overwrite=overwrite,
+        )
+    if result.summary:
+        _print_train_summary(result)
+
+
+def _print_train_summary(result: Any) -> None:
+    s = result.summary
+    best = s.get("best_metrics", {})
+    console.print(
+        f"[bold green]Done[/] {s.get('model')}: {s.get('epochs_run')} epochs in {s.get('training_seconds')} s "
+        f"({s.get('train_images_per_s')} img/s). Best epoch {s.get('best_epoch')}: val macro-F1 "
+        f"{best.get('val_macro_f1')}, balanced acc {best.get('val_balanced_acc')}, acc {best.get('val_acc')}."
+    )
+    console.print(f"Run folder: {result.path}  (next: classbench evaluate {result.path})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exit_:
+        sys.exit(exit_.code)
+
+
+if __name__ == "__main__":
+    main()

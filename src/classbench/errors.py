@@ -1,0 +1,34 @@
+"""User-facing errors: one clear line that names the file and the fix."""
+
+from __future__ import annotations
+
+
+class ClassbenchError(Exception):
+    """An error caused by user input; the CLI prints ``str(err)`` on one line and exits non-zero.
+
+    Messages name the offending file or value and say how to fix it, e.g.
+    ``"data/boat/x.jpg: truncated image file; re-export it or delete it"``.
+    """
+
+    exit_code: int = 2
+
+
+class DataError(ClassbenchError):
+    """A dataset or image file problem."""
+
+
+class ImageLoadError(DataError):
+    """One image could not be decoded; ``path`` names it."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ModelError(ClassbenchError):
+    """A model name, size or weights file problem."""
+
+
+class RunError(ClassbenchError):
+    """A run folder problem (missing, exists, unwritable, incomplete)."""

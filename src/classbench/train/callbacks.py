@@ -1,0 +1,97 @@
+"""Callbacks that write the run folder: per-epoch metrics.csv, the best model, throughput."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from classbench.models import save_model
+from classbench.runs import atomic_write_csv
+
+METRIC_COLUMNS = [
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_balanced_acc",
+    "lr", "epoch_seconds", "train_seconds", "train_images_per_s",
+]
+
+
+class RunRecorder(L.Callback):
+    """Appends one row per epoch to ``metrics.csv`` and saves ``model.safetensors`` when the monitor improves.
+
+    Its state (the rows so far and the best value) travels inside ``last.ckpt``, so a resumed run
+    continues the same table with no duplicated or missing epochs.
+    """
+
+    def __init__(self, run_dir: Path, monitor: str, mode: str, model_meta: dict[str, Any]) -> None:
+        self.run_dir, self.monitor, self.mode, self.model_meta = Path(run_dir), monitor, mode, model_meta
+        self.rows: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self._epoch_start = self._train_end = 0.0
+        self._images = 0
+        self._batch_start = 0.0
+
+    # -- timing --------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._batch_start = time.perf_counter()
+        self._images = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = time.perf_counter()
+        n = int(batch[1].numel()) * max(1, trainer.world_size)
+        self._images += n
+        self._train_end = now
+        rate = n / max(now - self._batch_start, 1e-9)
+        self._batch_start = now
+        pl_module.log("img_s", float(rate), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+
+    # -- one row per epoch -----------------------------------------------------------------------
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
+        train_seconds = max(self._train_end - self._epoch_start, 1e-9)
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **{k: round(metrics[k], 6) for k in METRIC_COLUMNS if k in metrics},
+            "lr": _current_lr(trainer),
+            "epoch_seconds": round(time.perf_counter() - self._epoch_start, 3),
+            "train_seconds": round(train_seconds, 3),
+            "train_images_per_s": round(self._images / train_seconds, 2),
+        }
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        value = metrics.get(self.monitor)
+        improved = value is not None and (
+            self.best_value is None
+            or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        )
+        if improved:
+            self.best_value, self.best_epoch = value, row["epoch"]
+        if trainer.is_global_zero:
+            atomic_write_csv(self.run_dir / "metrics.csv", self.rows, METRIC_COLUMNS)
+            if improved:
+                meta = {**self.model_meta, "epoch": row["epoch"], "monitor": self.monitor,
+                        "monitor_value": round(value, 6),
+                        "val_metrics": {k: row[k] for k in METRIC_COLUMNS[1:7] if k in row}}
+                save_model(pl_module.model, meta, self.run_dir)
+
+    # -- resume ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+        self.best_value = state_dict.get("best_value")
+        self.best_epoch = state_dict.get("best_epoch")
+
+
+def _current_lr(trainer: L.Trainer) -> float:
+    if not trainer.optimizers:
+        return 0.0
+    groups = trainer.optimizers[0].param_groups
+    head = [g for g in groups if g.get("name") == "head"] or groups
+    return round(float(head[0]["lr"]), 8)

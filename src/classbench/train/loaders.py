@@ -1,0 +1,70 @@
+"""Datasets and DataLoaders for training: split manifest -> cached, augmented uint8 batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from classbench.data.dataset import ImageCache, ImageDataset
+from classbench.data.manifest import Manifest
+from classbench.data.transforms import train_augment
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    n_train: int
+    n_val: int
+    cache_mode: str
+
+
+def class_weights(counts: list[int]) -> list[float]:
+    """Inverse-frequency weights, mean 1 over the classes present: n / (C * n_c)."""
+    present = [c for c in counts if c > 0]
+    total, k = sum(present), len(present)
+    return [total / (k * c) if c > 0 else 0.0 for c in counts]
+
+
+def build_loaders(manifest: Manifest, img_size: int, batch_size: int, augment: str, balance: str,
+                  cache: str, workers: int, seed: int, on_gpu: bool, progress: bool = True) -> Loaders:
+    """Train loader (augmented, shuffled or class-balanced sampling) and val loader (plain)."""
+    train_samples, val_samples = manifest.subset("train"), manifest.subset("val")
+    image_cache, mode = None, "off"
+    if cache != "off":
+        image_cache = ImageCache(img_size, kind=cache)
+        stores = [_preload(image_cache, part, name, progress) for part, name in ((train_samples, "train"),
+                                                                              (val_samples, "val"))]
+        mode = "disk" if any(store.file is not None for store in stores) else "memory"
+    train_set = ImageDataset(train_samples, manifest.class_to_idx, img_size, augment=train_augment(augment, img_size),
+                             cache=image_cache)
+    val_set = ImageDataset(val_samples, manifest.class_to_idx, img_size, augment=None, cache=image_cache)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if balance == "sampler":
+        labels = [manifest.class_to_idx[s.label] for s in train_samples]
+        counts = [labels.count(i) for i in range(len(manifest.classes))]
+        per_class = class_weights(counts)
+        sampler = WeightedRandomSampler([per_class[y] for y in labels], num_samples=len(labels), replacement=True,
+                                        generator=generator)
+    common: dict[str, Any] = {"num_workers": workers, "pin_memory": on_gpu, "persistent_workers": workers > 0}
+    train = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                       drop_last=len(train_set) > batch_size, generator=generator, **common)
+    val = DataLoader(val_set, batch_size=batch_size * 2, shuffle=False, **common)
+    return Loaders(train, val, len(train_set), len(val_set), mode)
+
+
+def _preload(cache: ImageCache, samples: list, name: str, progress: bool) -> Any:
+    """Decode each image once (later epochs read the cache); a progress bar when asked."""
+    if not progress or not samples:
+        return cache.preload(samples)
+    from rich.progress import Progress
+
+    from classbench.console import console
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"Caching {name} images", total=len(samples))
+        return cache.preload(samples, progress=lambda done, total: bar.update(task, completed=done))

@@ -1,0 +1,142 @@
+"""The Lightning module: loss (optionally class-weighted), metrics, optimiser and schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+
+class ClassifierModule(L.LightningModule):
+    """Wraps a timm model; batches arrive as uint8 images and are normalised on the device."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        lr: float,
+        backbone_lr: float,
+        weight_decay: float = 0.05,
+        warmup_epochs: float = 1.0,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        freeze_epochs: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.backbone_lr, self.weight_decay = lr, backbone_lr, weight_decay
+        self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
+        self.freeze_epochs, self.channels_last = freeze_epochs, channels_last
+        self.register_buffer("mean255", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std255", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        head = model.get_classifier()
+        head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        self._head_params = [p for p in model.parameters() if id(p) in head_ids]
+        self._backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_bacc = MulticlassRecall(num_classes, average="macro")
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # -- data --------------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean255) / self.std255
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prepare(images))
+
+    # -- steps -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
+        self.train_loss.update(loss.detach(), weight=labels.numel())
+        self.train_acc.update(logits.detach(), labels)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=labels.numel())
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        # Evaluate in fp32 even when training in bf16: bf16 eval cost 7 accuracy points once.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            logits = self(images).float()
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        for metric in (self.val_acc, self.val_f1, self.val_bacc):
+            metric.update(logits, labels)
+
+    def on_train_epoch_start(self) -> None:
+        self._set_backbone_frozen(self.current_epoch < self.freeze_epochs)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            for metric in (self.val_loss, self.val_acc, self.val_f1, self.val_bacc):
+                metric.reset()
+            return
+        values = {
+            "val_loss": self.val_loss.compute(),
+            "val_acc": self.val_acc.compute(),
+            "val_macro_f1": self.val_f1.compute(),
+            "val_balanced_acc": self.val_bacc.compute(),
+        }
+        if self.train_loss.update_count:
+            values["train_loss"] = self.train_loss.compute()
+            values["train_acc"] = self.train_acc.compute()
+        self.log_dict(values, prog_bar=False, sync_dist=False)
+        self.log("val_f1", values["val_macro_f1"], prog_bar=True)
+        for metric in (self.val_loss, self.val_acc, self.val_f1, self.val_bacc, self.train_loss, self.train_acc):
+            metric.reset()
+
+    # -- freezing ----------------------------------------------------------------------------
+    def _set_backbone_frozen(self, frozen: bool) -> None:
+        for p in self._backbone_params:
+            p.requires_grad_(not frozen)
+        self._frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ClassifierModule":
+        """Frozen backbone BatchNorm stays in eval mode: pretrained statistics are kept, not drifted."""
+        super().train(mode)
+        if mode and getattr(self, "_frozen", False):
+            head = self.model.get_classifier()
+            head_modules = set(head.modules()) if isinstance(head, nn.Module) else set()
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module not in head_modules:
+                    module.eval()
+        return self
+
+    # -- optimiser ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = [
+            {"params": self._backbone_params, "lr": self.backbone_lr, "name": "backbone"},
+            {"params": self._head_params, "lr": self.lr, "name": "head"},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = min(total // 2, int(total * self.warmup_epochs / epochs))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
+    """Linear warm-up to 1, then cosine decay to ``floor`` at ``total`` steps."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))

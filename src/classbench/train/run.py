@@ -1,0 +1,261 @@
+"""``train()``: one model, end to end, into a self-describing run folder (resumable)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classbench.console import info, warn
+from classbench.errors import ClassbenchError, RunError
+from classbench.runs import atomic_write_json, atomic_write_yaml, environment_info, prepare_run_dir
+from classbench.train.config import (
+    MONITORS,
+    TrainConfig,
+    resolve_balance,
+    resolve_batch_size,
+    resolve_channels_last,
+    resolve_precision,
+    resolve_workers,
+)
+
+RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``path`` is the run folder."""
+
+    path: Path
+    best_epoch: int | None
+    best_metrics: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def load(self, backend: str = "auto") -> Any:
+        from classbench.predict import load
+
+        return load(self.path, backend=backend)
+
+
+def train(data: str | os.PathLike, model: str = "resnet18", **options: Any) -> TrainResult:
+    """Train ``model`` on ``data`` (class folders, pre-split folders or a manifest CSV).
+
+    Options are the fields of :class:`TrainConfig` (epochs, img_size, pretrained, weights, balance, ...).
+    """
+    config = TrainConfig(data=str(data), model=model, **options)
+    return _run(config, resume_from=None)
+
+
+def resume(run_dir: str | os.PathLike, progress: bool = True) -> TrainResult:
+    """Continue an interrupted run from its ``last.ckpt`` with the same configuration."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise RunError(f"{run_dir}: no config.yaml; --resume needs a classbench run folder")
+    saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config = TrainConfig.from_dict({**saved["args"], "out": str(run_dir), "progress": progress})
+    return _run(config, resume_from=run_dir)
+
+
+def default_run_dir(model: str, root: str = "runs") -> Path:
+    base = Path(root) / model.replace("/", "_")
+    candidate, n = base, 2
+    while candidate.exists() and any(candidate.iterdir()):
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+def _is_worker_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
+    from classbench.models import resolve_name
+
+    config.validate()
+    arch = resolve_name(config.model)
+    worker = _is_worker_process()
+    if worker and os.environ.get(RUN_DIR_ENV):
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+    elif resume_from is not None:
+        run_dir = resume_from
+    else:
+        run_dir = Path(config.out) if config.out else default_run_dir(arch)
+        run_dir = prepare_run_dir(run_dir, overwrite=config.overwrite)
+    config.out = str(run_dir)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    _quiet_lightning()
+    try:
+        return _fit(config, arch, run_dir, resume_from, worker)
+    except KeyboardInterrupt:
+        raise RunError(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+
+
+def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+    from classbench.data.manifest import Manifest
+    from classbench.models import check_input_size, count_parameters, create_model, default_config
+    from classbench.train.callbacks import RunRecorder
+    from classbench.train.loaders import build_loaders, class_weights
+    from classbench.train.module import ClassifierModule
+
+    manifest, split_note = _load_or_make_split(config, run_dir, reuse=resume_from is not None or worker)
+    counts = manifest.counts("train")
+    train_counts = [counts.get(c, 0) for c in manifest.classes]
+    present = [c for c in train_counts if c > 0]
+    imbalance = max(present) / min(present) if present else 1.0
+    balance = resolve_balance(config.balance, imbalance)
+    model_cfg = default_config(arch)
+    img_size = int(config.img_size or model_cfg["img_size"])
+    check_input_size(arch, img_size)
+    precision = resolve_precision(str(config.precision), config.accelerator)
+    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    n_train = sum(train_counts)
+    batch_size = resolve_batch_size(config.batch_size, n_train)
+    workers = resolve_workers(config.workers, config.cache != "off", on_gpu)
+    channels_last = resolve_channels_last(config.channels_last, arch)
+    lr = config.lr or 1e-3
+    freeze_epochs = config.freeze_epochs if config.freeze_epochs is not None else (1 if config.transfer else 0)
+    backbone_lr = lr * config.backbone_lr_scale if config.transfer else lr
+
+    if not worker:
+        if imbalance > 3 and balance != "none":
+            info(f"Imbalance {imbalance:.1f}:1 in the training split -> {_balance_text(balance)} (--balance {config.balance}).")
+        elif imbalance > 3:
+            warn(f"imbalance {imbalance:.1f}:1 and --balance none: minority classes may never be predicted.")
+        if split_note:
+            info(split_note)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
+    loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
+                            config.seed, on_gpu, progress=config.progress and not worker)
+    module = ClassifierModule(
+        net, len(manifest.classes), model_cfg["mean"], model_cfg["std"], lr=lr, backbone_lr=backbone_lr,
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
+        class_weights=class_weights(train_counts) if balance == "weights" else None,
+        freeze_epochs=freeze_epochs, channels_last=channels_last,
+    )
+    if config.compile:
+        module.model = torch.compile(module.model)
+    model_meta = {
+        "architecture": arch, "classes": manifest.classes, "img_size": img_size,
+        "mean": model_cfg["mean"], "std": model_cfg["std"], "temperature": 1.0,
+        "num_params": count_parameters(net),
+        "pretrained": "hub" if config.pretrained else (str(config.weights) if config.weights else None),
+    }
+    config.resolved = {
+        "architecture": arch, "img_size": img_size, "batch_size": batch_size, "balance": balance,
+        "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
+        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "freeze_epochs": freeze_epochs,
+        "cache": loaders.cache_mode, "num_params": model_meta["num_params"],
+        "mean": model_cfg["mean"], "std": model_cfg["std"],
+    }
+    mode = MONITORS[config.monitor]
+    recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
+    callbacks: list[Any] = [
+        recorder,
+        ModelCheckpoint(dirpath=run_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True,
+                        enable_version_counter=False),
+    ]
+    if config.patience:
+        callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
+    if config.progress and not worker:
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = L.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, precision=precision,
+        gradient_clip_val=config.grad_clip or None, callbacks=callbacks, logger=False,
+        enable_progress_bar=config.progress and not worker, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=1,
+    )
+    if trainer.is_global_zero and resume_from is None:
+        _write_config(run_dir, config, manifest, trainer)
+    ckpt = run_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None)
+    wall = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, recorder.best_epoch, {})
+    if trainer.interrupted:
+        raise RunError(f"training interrupted; continue with: classbench train --resume {run_dir}")
+    return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
+
+
+def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tuple[Any, str | None]:
+    from classbench.data.manifest import Manifest
+    from classbench.data.split import split
+
+    saved = run_dir / "split.csv"
+    if reuse and saved.is_file():
+        return Manifest.load(saved), None
+    result = split(config.data, val=config.val, test=config.test, test_per_class=config.test_per_class,
+                   seed=config.seed, out=saved)
+    for message in getattr(result, "warnings", []) or []:
+        warn(message)
+    counts = {s: sum(result.manifest.counts(s).values()) for s in ("train", "val", "test")}
+    note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} (test locked away)."
+    if counts["val"] == 0:
+        raise ClassbenchError(f"{config.data}: the split has no validation images; use --val > 0 or add images")
+    return result.manifest, note
+
+
+def _balance_text(balance: str) -> str:
+    return {"weights": "class-weighted loss", "sampler": "class-balanced sampling"}.get(balance, balance)
+
+
+def _write_config(run_dir: Path, config: TrainConfig, manifest: Any, trainer: Any) -> None:
+    split_path = run_dir / "split.csv"
+    atomic_write_yaml(run_dir / "config.yaml", {
+        "args": {k: v for k, v in config.to_dict().items() if k != "resolved"},
+        "resolved": config.resolved,
+        "split": {"path": str(split_path), "sha256": manifest.sha256(), "classes": manifest.classes,
+                  "counts": {s: manifest.counts(s) for s in ("train", "val", "test")}},
+        "trainer": {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size},
+        "environment": environment_info(),
+    })
+
+
+def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: float, trainer: Any,
+            config: TrainConfig) -> TrainResult:
+    from classbench.report.plots import plot_curves
+
+    rows = recorder.rows
+    best = next((r for r in rows if r["epoch"] == recorder.best_epoch), {})
+    steady = [r["train_images_per_s"] for r in rows[1:]] or [r["train_images_per_s"] for r in rows]
+    summary = {
+        "model": config.resolved.get("architecture"),
+        "epochs_run": len(rows), "epochs_planned": config.epochs,
+        "stopped_early": len(rows) < config.epochs,
+        "training_seconds": round(sum(r["epoch_seconds"] for r in rows), 2),
+        "wall_seconds_this_session": round(wall, 2),
+        "train_images_per_s": round(sum(steady) / max(len(steady), 1), 2),
+        "best_epoch": recorder.best_epoch, "monitor": config.monitor, "best_value": recorder.best_value,
+        "best_metrics": best,
+        "class_counts": {s: manifest.counts(s) for s in ("train", "val", "test")},
+        "num_params": config.resolved.get("num_params"), "img_size": config.resolved.get("img_size"),
+        "precision": config.resolved.get("precision"),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    plot_curves(rows, run_dir / "curves.png", title=f"{summary['model']} ({run_dir.name})", best_epoch=recorder.best_epoch)
+    return TrainResult(run_dir, recorder.best_epoch, best, summary)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isn't a multiple of.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
