@@ -21,12 +21,12 @@ _API = {
     "check": "classbench.data.check:check",
     "split": "classbench.data.split:split",
     "demo_data": "classbench.data.demo:demo",
-    "train": "classbench.train:train",
-    "evaluate": "classbench.evaluate:evaluate",
+    "train": "classbench.training:train",
+    "evaluate": "classbench.evaluation:evaluate",
     "load": "classbench.predict:load",
-    "compare": "classbench.compare:compare",
-    "export": "classbench.export:export",
-    "bench": "classbench.bench:bench",
+    "compare": "classbench.comparison:compare",
+    "export": "classbench.exporting:export",
+    "bench": "classbench.benchmark:bench",
     "ClassbenchError": "classbench.errors:ClassbenchError",
 }
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -49,10 +50,11 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
 @friendly
 def check(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders (train/val/test) or a CSV manifest."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the findings as JSON to this file."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the findings as JSON to this file."),
 ) -> None:
     """Scan a dataset: class counts, imbalance, broken files, duplicates and label conflicts."""
-    from classbench.data.check import check as run_check, render_check
+    from classbench.data.check import check as run_check
+    from classbench.data.check import render_check
     from classbench.runs import atomic_write_json
 
     report = run_check(data)
@@ -71,13 +73,14 @@ def split(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
     val: float = typer.Option(0.2, help="Fraction of each class for validation."),
     test: float = typer.Option(0.1, help="Fraction of each class locked away for the final test."),
-    test_per_class: Optional[int] = typer.Option(None, help="Exactly N test images per class (the report's recipe)."),
+    test_per_class: int | None = typer.Option(None, help="Exactly N test images per class (the report's recipe)."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same split on any machine."),
     out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write (path,label,split,group)."),
-    materialize: Optional[Path] = typer.Option(None, help="Also hard-link files into DIR/train|val|test/<class>/."),
+    materialize: Path | None = typer.Option(None, help="Also hard-link files into DIR/train|val|test/<class>/."),
 ) -> None:
     """Make a stratified, seeded, leakage-aware train/val/test split."""
-    from classbench.data.split import render_split, split as run_split
+    from classbench.data.split import render_split
+    from classbench.data.split import split as run_split
 
     result = run_split(data, val=val, test=test, test_per_class=test_per_class, seed=seed, out=out,
                        materialize=materialize)
@@ -103,20 +106,20 @@ def demo_data(
 @app.command()
 @friendly
 def train(
-    data: Optional[Path] = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
+    data: Path | None = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
     model: str = typer.Option("resnet18", "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
     pretrained: bool = typer.Option(False, help="Start from the model's pretrained weights (downloads via timm)."),
-    weights: Optional[Path] = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
+    weights: Path | None = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
     epochs: int = typer.Option(20, help="Training epochs."),
-    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the model's own)."),
+    img_size: int | None = typer.Option(None, help="Input size in pixels (default: the model's own)."),
     batch_size: str = typer.Option("auto", help="Batch size or 'auto'."),
     balance: str = typer.Option("auto", help="auto|none|weights|sampler: how class imbalance is handled."),
     augment: str = typer.Option("light", help="none|light|strong|aerial (aerial adds vertical flips and 90° turns)."),
     precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed (auto: bf16 where it is native)."),
-    patience: Optional[int] = typer.Option(None, help="Stop after N epochs without improvement."),
+    patience: int | None = typer.Option(None, help="Stop after N epochs without improvement."),
     monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
-    freeze_epochs: Optional[int] = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate of the head (backbone: 0.1x when fine-tuning)."),
+    freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
+    lr: float | None = typer.Option(None, help="Learning rate of the head (backbone: 0.1x when fine-tuning)."),
     seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
     val: float = typer.Option(0.2, help="Validation fraction when classbench makes the split."),
     test: float = typer.Option(0.1, help="Test fraction when classbench makes the split."),
@@ -126,12 +129,13 @@ def train(
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
     strategy: str = typer.Option("auto", help="auto|ddp|ddp_spawn|..."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, sometimes faster)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<model>)."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/<model>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
-    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder from last.ckpt."),
+    resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt."),
 ) -> None:
     """Train one architecture end to end (from scratch or pretrained) into a run folder."""
-    from classbench.train import resume as resume_run, train as run_train
+    from classbench.training import resume as resume_run
+    from classbench.training import train as run_train
 
     if resume is not None:
         result = resume_run(resume)
@@ -159,6 +163,136 @@ def _print_train_summary(result: Any) -> None:
         f"{best.get('val_macro_f1')}, balanced acc {best.get('val_balanced_acc')}, acc {best.get('val_acc')}."
     )
     console.print(f"Run folder: {result.path}  (next: classbench evaluate {result.path})")
+
+
+# -- prediction and export ------------------------------------------------------------------
+@app.command()
+@friendly
+def predict(
+    run: Path = typer.Argument(..., help="A run folder, model.safetensors/model.json, or an exported .onnx."),
+    paths: list[str] = typer.Argument(..., help="Images, folders (recursive) and globs ('photos/*.jpg')."),
+    top_k: int = typer.Option(3, help="Classes to show per image."),
+    format: str = typer.Option("table", "--format", help="table|csv|json"),
+    out: Optional[Path] = typer.Option(None, help="Write CSV/JSON here instead of stdout."),
+    reject_below: Optional[float] = typer.Option(None, help="Label 'unknown' when the top probability is below P."),
+    backend: str = typer.Option("auto", help="auto|torch|onnx (auto: ONNX Runtime when an up-to-date export exists)."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+) -> None:
+    """Predict classes with probabilities; unreadable files are reported and do not stop the batch."""
+    from classbench.predict import expand_inputs, load, predictions_to_csv, predictions_to_json, render_predictions
+    from classbench.runs import atomic_write_text
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    clf = load(run, backend=backend)
+    files, problems = expand_inputs(paths)
+    preds = problems + clf.predict_batch(files, batch_size=batch_size, top_k=top_k, reject_below=reject_below)
+    if format == "table":
+        render_predictions(preds, console, top_k=top_k)
+    else:
+        text = predictions_to_csv(preds, top_k) if format == "csv" else predictions_to_json(preds, top_k)
+        if out:
+            atomic_write_text(out, text)
+            console.print(f"Wrote {len(preds)} predictions to {out}")
+        else:
+            sys.stdout.write(text)
+    failed = sum(1 for p in preds if p.error)
+    if failed:
+        console.print(f"[yellow]{failed} of {len(preds)} inputs could not be read (listed above with reasons)[/]")
+        if failed == len(preds):
+            raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def export(
+    run: Path = typer.Argument(..., help="A run folder."),
+    format: str = typer.Option("onnx", "--format", help="onnx|torchscript"),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 17; 13 for older TensorRT)."),
+    dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis (--no-dynamic-batch for a fixed batch of 1)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: inside the run folder)."),
+) -> None:
+    """Export for deployment (ONNX for ONNX Runtime / TensorRT on Jetson) and check parity with PyTorch."""
+    from classbench.exporting import export as run_export, render_export
+
+    result = run_export(run, format=format, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, out=out)
+    render_export(result, console)
+
+
+# -- evaluation and reports ------------------------------------------------------------------
+@app.command()
+@friendly
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder (or its model.safetensors)."),
+    split: str = typer.Option("test", help="test|val: which split of the run's own split.csv."),
+    data: Path | None = typer.Option(None, help="Evaluate on another folder or CSV instead (held-out data)."),
+    tta: bool = typer.Option(False, "--tta", help="Average predictions over flips."),
+    batch_size: int = typer.Option(64, help="Images per inference batch."),
+) -> None:
+    """Per-class truth on the locked test split: metrics with CIs, confusion, calibration, mistakes."""
+    from classbench.evaluation import evaluate as run_evaluate
+    from classbench.evaluation import render_eval
+
+    result = run_evaluate(run, split=split, data=data, tta=tta, batch_size=batch_size)
+    render_eval(result, console)
+
+
+@app.command()
+@friendly
+def compare(
+    data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
+    models: str = typer.Option("densenet121,inception_v3,mobilenetv2,resnet50", help="Comma-separated model names."),
+    epochs: int = typer.Option(20, help="Epoch budget, the same for every model."),
+    img_size: int | None = typer.Option(None, help="Force one input size for all (default: each model's own)."),
+    pretrained: bool = typer.Option(False, help="Fine-tune pretrained weights instead of training from scratch."),
+    batch_size: str = typer.Option("auto", help="Batch size or 'auto'."),
+    balance: str = typer.Option("auto", help="auto|none|weights|sampler"),
+    augment: str = typer.Option("light", help="none|light|strong|aerial"),
+    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed"),
+    seed: int = typer.Option(0, help="One seed for the split and every model."),
+    val: float = typer.Option(0.2, help="Validation fraction."),
+    test: float = typer.Option(0.1, help="Locked test fraction."),
+    preset: str | None = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
+    parallel: bool = typer.Option(False, "--parallel", help="One model per GPU when several GPUs are present."),
+    out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
+    overwrite: bool = typer.Option(False, help="Start the compare folder afresh."),
+) -> None:
+    """Train several architectures under identical conditions; leaderboard, figures and report.html."""
+    from classbench.comparison import compare as run_compare
+    from classbench.comparison import render_leaderboard
+
+    board = run_compare(
+        data, models=[m.strip() for m in models.split(",") if m.strip()], out=out, epochs=epochs, img_size=img_size,
+        seed=seed, preset=preset, parallel=parallel, overwrite=overwrite, val=val, test=test, pretrained=pretrained,
+        batch_size=batch_size if batch_size == "auto" else int(batch_size), balance=balance, augment=augment,
+        precision=precision,
+    )
+    render_leaderboard(board, console)
+
+
+@app.command()
+@friendly
+def report(run: Path = typer.Argument(..., help="A compare folder or a run folder.")) -> None:
+    """(Re)generate the self-contained report.html for a compare or a run."""
+    from classbench.report.html import build_report
+
+    console.print(f"Wrote {build_report(run)}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo data and the compare go."),
+    epochs: int = typer.Option(4, help="Epochs per model."),
+    overwrite: bool = typer.Option(True, help="Start afresh (default) or resume with --no-overwrite."),
+) -> None:
+    """The whole path on built-in data: imbalanced digits -> 4-model compare -> report.html."""
+    from classbench.comparison import demo as run_demo
+    from classbench.comparison import render_leaderboard
+
+    board = run_demo(out, epochs=epochs, overwrite=overwrite)
+    render_leaderboard(board, console)
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from classbench.errors import RunError
 

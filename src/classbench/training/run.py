@@ -13,7 +13,7 @@ from typing import Any
 from classbench.console import info, warn
 from classbench.errors import ClassbenchError, RunError
 from classbench.runs import atomic_write_json, atomic_write_yaml, environment_info, prepare_run_dir
-from classbench.train.config import (
+from classbench.training.config import (
     MONITORS,
     TrainConfig,
     resolve_balance,
@@ -103,11 +103,10 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
-    from classbench.data.manifest import Manifest
     from classbench.models import check_input_size, count_parameters, create_model, default_config
-    from classbench.train.callbacks import RunRecorder
-    from classbench.train.loaders import build_loaders, class_weights
-    from classbench.train.module import ClassifierModule
+    from classbench.training.callbacks import RunRecorder
+    from classbench.training.loaders import build_loaders, class_weights
+    from classbench.training.module import ClassifierModule
 
     manifest, split_note = _load_or_make_split(config, run_dir, reuse=resume_from is not None or worker)
     counts = manifest.counts("train")

@@ -1,6 +1,6 @@
 """Training: ``classbench.train(data, model=...)`` and its parts."""
 
-from classbench.train.config import TrainConfig
-from classbench.train.run import TrainResult, resume, train
+from classbench.training.config import TrainConfig
+from classbench.training.run import TrainResult, resume, train
 
 __all__ = ["TrainConfig", "TrainResult", "resume", "train"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -108,7 +109,7 @@ class ClassifierModule(L.LightningModule):
         self._frozen = frozen
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "ClassifierModule":
+    def train(self, mode: bool = True) -> ClassifierModule:
         """Frozen backbone BatchNorm stays in eval mode: pretrained statistics are kept, not drifted."""
         super().train(mode)
         if mode and getattr(self, "_frozen", False):

@@ -1,0 +1,331 @@
+"""The bake-off: several architectures, one split, one seed, one budget; a leaderboard and a report."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from classbench.console import info, warn
+from classbench.errors import RunError
+from classbench.runs import atomic_write_csv, atomic_write_json, atomic_write_text, environment_info, read_json
+
+REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
+LEADERBOARD_COLUMNS = [
+    "model", "architecture", "params", "img_size", "train_seconds", "train_images_per_s", "infer_ms_batch1",
+    "infer_images_per_s_batch32", "val_acc", "val_macro_f1", "val_balanced_acc", "test_acc", "test_macro_f1",
+    "test_balanced_acc", "worst_class_recall", "worst_class", "ece", "run_dir",
+]
+PRESETS: dict[str, dict[str, Any]] = {
+    # The report's protocol: four architectures from scratch, 20 epochs, 70/30 train/val, and one
+    # held-out image per class -- evaluated side by side with a locked, stratified test split.
+    "report": {"models": REPORT_MODELS, "epochs": 20, "val": 0.3, "test": 0.2, "pretrained": False},
+}
+
+
+@dataclass
+class Leaderboard:
+    """Rows sorted by test macro-F1; ``best`` loads the winner for prediction."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    report: Path | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Any:
+        from classbench.predict import load
+
+        if not self.rows:
+            raise RunError(f"{self.path}: no finished model to load")
+        return load(self.rows[0]["run_dir"])
+
+
+def compare(data: str | os.PathLike, models: Sequence[str] = REPORT_MODELS, out: str | os.PathLike | None = None,
+            epochs: int = 20, img_size: int | None = None, seed: int = 0, preset: str | None = None,
+            parallel: bool = False, overwrite: bool = False, progress: bool = True, val: float = 0.2,
+            test: float = 0.1, **train_options: Any) -> Leaderboard:
+    """Train every model in ``models`` under identical conditions on one saved split, then rank them.
+
+    Re-running with the same ``out`` resumes: finished models are kept, an unfinished one resumes
+    from its ``last.ckpt``.
+    """
+    from classbench.data.check import check
+    from classbench.data.split import split
+
+    if preset:
+        if preset not in PRESETS:
+            raise RunError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+        settings = PRESETS[preset]
+        models, epochs, val, test = settings["models"], settings["epochs"], settings["val"], settings["test"]
+        train_options["pretrained"] = settings["pretrained"]
+    out = Path(out) if out else Path("runs") / "compare"
+    state_file = out / "compare.json"
+    args = {"data": str(data), "models": list(models), "epochs": epochs, "img_size": img_size, "seed": seed,
+            "preset": preset, "val": val, "test": test, "train_options": train_options}
+    if state_file.is_file() and not overwrite:
+        previous = read_json(state_file)
+        if previous.get("args", {}).get("data") != args["data"] or previous["args"].get("models") != args["models"]:
+            raise RunError(f"{out}: holds a different compare; pass --overwrite or another --out")
+        info(f"Resuming the compare in {out}: finished models are kept.")
+    else:
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise RunError(f"{out}: folder exists and is not a compare; pass --overwrite or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(state_file, {"args": args, "command": _command_line(), "models": list(models),
+                                       "seed": seed, "preset": preset, "data": str(data), "img_size": img_size,
+                                       "epochs": epochs, "environment": environment_info(),
+                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    manifest_path = out / "split.csv"
+    if not manifest_path.is_file():
+        report = check(data)
+        atomic_write_json(out / "check.json", report.to_dict())
+        split(data, val=val, test=test, seed=seed, out=manifest_path)
+    if preset == "report":
+        _write_one_per_class(manifest_path, out / "onepc.csv", seed)
+
+    names = [_safe_name(m) for m in models]
+    common = {"epochs": epochs, "img_size": img_size, "seed": seed, "progress": progress, **train_options}
+    if parallel:
+        _train_parallel(manifest_path, models, names, out, common)
+    for model, name in zip(models, names):
+        _train_and_evaluate(manifest_path, model, out / name, common, one_per_class=preset == "report")
+    rows = [_leaderboard_row(name, out / name) for name in names if (out / name / "eval.json").is_file()]
+    rows.sort(key=lambda r: (r["test_macro_f1"] is None, -(r["test_macro_f1"] or 0.0)))
+    _write_leaderboard(out, rows)
+    _write_figures(out, names)
+    from classbench.report.html import build_report
+
+    report_path = build_report(out)
+    return Leaderboard(out, rows, report_path)
+
+
+def _train_and_evaluate(manifest: Path, model: str, run_dir: Path, options: dict[str, Any],
+                        one_per_class: bool) -> None:
+    from classbench.evaluation import evaluate
+    from classbench.training import resume, train
+
+    if (run_dir / "summary.json").is_file():
+        info(f"{model}: already trained, kept.")
+    elif (run_dir / "last.ckpt").is_file():
+        info(f"{model}: resuming from {run_dir / 'last.ckpt'}")
+        resume(run_dir, progress=options.get("progress", True))
+    else:
+        info(f"[bold]{model}[/]: training into {run_dir}")
+        train(manifest, model=model, out=run_dir, overwrite=run_dir.exists(), **options)
+    if not (run_dir / "eval.json").is_file():
+        evaluate(run_dir, split="test", progress=options.get("progress", True))
+    if one_per_class and not (run_dir / "eval-onepc.json").is_file():
+        evaluate(run_dir, data=manifest.parent / "onepc.csv", progress=False)
+    if not (run_dir / "inference.json").is_file():
+        atomic_write_json(run_dir / "inference.json", measure_inference(run_dir))
+
+
+def _train_parallel(manifest: Path, models: Sequence[str], names: list[str], out: Path,
+                    options: dict[str, Any]) -> None:
+    """One model per GPU, as separate ``classbench train`` processes (each resumable on its own)."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        warn("--parallel needs several GPUs; training one model after another.")
+        return
+    pending = [(m, n) for m, n in zip(models, names) if not (out / n / "summary.json").is_file()]
+    while pending:
+        batch, pending = pending[:gpus], pending[gpus:]
+        procs = []
+        for gpu, (model, name) in enumerate(batch):
+            cmd = [sys.executable, "-m", "classbench.cli", "train", str(manifest), "--model", model,
+                   "--out", str(out / name), "--epochs", str(options["epochs"]), "--seed", str(options["seed"]),
+                   "--devices", "1", "--accelerator", "gpu"]
+            if options.get("img_size"):
+                cmd += ["--img-size", str(options["img_size"])]
+            if (out / name / "last.ckpt").is_file():
+                cmd = cmd[:3] + ["--resume", str(out / name)]
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+            procs.append(subprocess.Popen(cmd, env=env))
+        for proc in procs:
+            proc.wait()
+
+
+def measure_inference(run_dir: Path, repeats: int = 20) -> dict[str, float]:
+    """Batch-1 latency (ms) and batch-32 throughput (img/s) of the model users get, in fp32."""
+    import torch
+
+    from classbench.predict import load
+
+    clf = load(run_dir, backend="torch")
+    size = clf.img_size
+    result: dict[str, float] = {}
+    for batch, key in ((1, "ms_batch1"), (32, "images_per_s_batch32")):
+        x = torch.randn(batch, 3, size, size)
+        clf.logits(x)
+        n = repeats if batch == 1 else max(3, repeats // 4)
+        start = time.perf_counter()
+        for _ in range(n):
+            clf.logits(x)
+        seconds = (time.perf_counter() - start) / n
+        result[key] = round(seconds * 1000, 3) if batch == 1 else round(batch / seconds, 2)
+    result["backend"] = clf.backend
+    return result
+
+
+def _leaderboard_row(name: str, run_dir: Path) -> dict[str, Any]:
+    summary, ev = read_json(run_dir / "summary.json"), read_json(run_dir / "eval.json")
+    inference = read_json(run_dir / "inference.json") if (run_dir / "inference.json").is_file() else {}
+    best, metrics = summary.get("best_metrics", {}), ev.get("metrics", {})
+    return {
+        "model": name, "architecture": summary.get("model"), "params": summary.get("num_params"),
+        "img_size": summary.get("img_size"), "train_seconds": summary.get("training_seconds"),
+        "train_images_per_s": summary.get("train_images_per_s"),
+        "infer_ms_batch1": inference.get("ms_batch1"),
+        "infer_images_per_s_batch32": inference.get("images_per_s_batch32"),
+        "val_acc": best.get("val_acc"), "val_macro_f1": best.get("val_macro_f1"),
+        "val_balanced_acc": best.get("val_balanced_acc"), "test_acc": _r(metrics.get("accuracy")),
+        "test_macro_f1": _r(metrics.get("macro_f1")), "test_balanced_acc": _r(metrics.get("balanced_accuracy")),
+        "worst_class_recall": _r(metrics.get("worst_class_recall")), "worst_class": metrics.get("worst_class"),
+        "ece": _r(metrics.get("ece")), "run_dir": str(run_dir),
+    }
+
+
+def _r(value: Any) -> Any:
+    return round(float(value), 4) if isinstance(value, (int, float)) else value
+
+
+def _write_leaderboard(out: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
+    shown = ["model", "params", "img_size", "train_seconds", "train_images_per_s", "infer_ms_batch1",
+             "val_macro_f1", "test_acc", "test_macro_f1", "test_balanced_acc", "worst_class_recall", "ece"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for row in rows:
+        lines.append("| " + " | ".join(_md(row.get(c)) for c in shown) + " |")
+    atomic_write_text(out / "leaderboard.md", "\n".join(lines) + "\n")
+
+
+def _md(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _write_figures(out: Path, names: list[str]) -> None:
+    from classbench.report import plots
+
+    runs = {}
+    for name in names:
+        metrics = out / name / "metrics.csv"
+        if metrics.is_file():
+            with open(metrics, newline="") as fh:
+                runs[name] = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                              for row in csv.DictReader(fh)]
+    if runs:
+        plots.plot_curves_grid(runs, out / "curves_grid.png")
+    finished = [n for n in names if (out / n / "summary.json").is_file()]
+    seconds = [read_json(out / n / "summary.json")["training_seconds"] for n in finished]
+    if finished:
+        plots.plot_training_time(finished, seconds, out / "training_time.png")
+        scored = [n for n in finished if (out / n / "eval.json").is_file()]
+        scores = [read_json(out / n / "eval.json")["metrics"]["macro_f1"] for n in scored]
+        if scored:
+            plots.plot_score_vs_time(scored, scores, [seconds[finished.index(n)] for n in scored],
+                                     out / "score_vs_time.png")
+    from classbench.data.manifest import Manifest
+
+    manifest = Manifest.load(out / "split.csv")
+    totals = manifest.counts()
+    plots.plot_class_counts(totals, out / "class_counts.png",
+                            split_counts={s: manifest.counts(s) for s in ("train", "val", "test")})
+
+
+def _write_one_per_class(manifest_path: Path, target: Path, seed: int) -> None:
+    """The report's protocol: one held-out image per class, drawn from the locked test split."""
+    import random
+
+    from classbench.data.manifest import Manifest
+
+    if target.is_file():
+        return
+    manifest = Manifest.load(manifest_path)
+    rng = random.Random(seed)
+    chosen = []
+    for cls in manifest.classes:
+        pool = sorted((s for s in manifest.subset("test") if s.label == cls), key=lambda s: str(s.path))
+        if pool:
+            chosen.append(rng.choice(pool))
+    Manifest(chosen, manifest.classes).save(target)
+
+
+def _safe_name(model: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)
+
+
+def _command_line() -> str:
+    import shlex
+
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("classbench", "cli.py", "__main__.py")):
+        argv[0] = "classbench"
+        return " ".join(shlex.quote(a) for a in argv)
+    return "python -c 'import classbench; classbench.compare(...)'"
+
+
+DEMO_MODELS = ("resnet18", "mobilenetv2", "efficientnet_b0", "densenet121")
+
+
+def demo(out: str | os.PathLike = "runs/demo", epochs: int = 4, overwrite: bool = True,
+         models: Sequence[str] = DEMO_MODELS, progress: bool = True) -> Leaderboard:
+    """Built-in demo: write the imbalanced digits dataset, compare four small models at 32 px, report."""
+    import shutil
+
+    from classbench.data.demo import demo as demo_data
+
+    out = Path(out)
+    data_dir = out / "data"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if not data_dir.is_dir():
+        demo_data(data_dir, imbalance=10.0, seed=0, size=32)
+    board = compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=32, seed=0,
+                    progress=progress)
+    info(f"Report: {board.report}")
+    return board
+
+
+def render_leaderboard(board: Leaderboard, console: Any) -> None:
+    """The leaderboard as a rich table, best first, with the report's location."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"Leaderboard ({board.path})", header_style="bold")
+    columns = [("model", "model"), ("params", "params"), ("img_size", "px"), ("train_seconds", "train s"),
+               ("train_images_per_s", "train img/s"), ("infer_ms_batch1", "ms/img"), ("test_acc", "test acc"),
+               ("test_balanced_acc", "bal. acc"), ("test_macro_f1", "macro-F1"), ("worst_class_recall", "worst recall"),
+               ("ece", "ECE")]
+    for _, title in columns:
+        table.add_column(title, justify="left" if title == "model" else "right")
+    for i, row in enumerate(board.rows):
+        cells = [escape(_fmt(row.get(key), key)) for key, _ in columns]
+        table.add_row(*cells, style="bold green" if i == 0 else None)
+    console.print(table)
+    weak = [r for r in board.rows if (r.get("worst_class_recall") or 0) == 0]
+    for row in weak:
+        console.print(f"[bold red]warning:[/] {escape(str(row['model']))} never recognises class "
+                      f"{escape(str(row.get('worst_class')))} on the test split (recall 0)")
+    if board.report:
+        console.print(f"Report: {board.report}")
+
+
+def _fmt(value: Any, key: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if key == "params":
+        return f"{float(value) / 1e6:.2f}M"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)

@@ -1,0 +1,274 @@
+"""Classification metrics, bootstrap intervals and calibration (numpy in, plain Python out).
+
+Conventions:
+- ``y_true``/``y_pred`` are integer class indices into ``classes``; ``probs`` is ``[N, C]``.
+- Division by zero gives 0 (precision of a never-predicted class, recall of an absent class).
+- ``macro_f1`` averages F1 over the classes that occur in ``y_true`` or ``y_pred`` (the same as
+  ``sklearn.metrics.f1_score(average="macro", labels=<those classes>)``): a class that is neither in
+  the evaluated data nor ever predicted says nothing about the model and is left out.
+- ``balanced_accuracy`` is the mean recall over classes with support (as sklearn's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+TOP_K = (1, 3, 5)
+BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+def _labels(y: Any, n_classes: int, name: str) -> np.ndarray:
+    arr = np.asarray(y).reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
+        raise ValueError(f"{name} must hold integer class indices")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ValueError(f"{name} holds class indices outside 0..{n_classes - 1}")
+    return arr
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Elementwise num/den with 0 where den == 0."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
+    """``[C, C]`` int64 counts, rows = true class, columns = predicted class."""
+    t, p = _labels(y_true, n_classes, "y_true"), _labels(y_pred, n_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def top_k_accuracy(probs: Any, y_true: Any, k: int) -> float:
+    """Fraction of samples whose true class is among the ``k`` highest scores (ties as sklearn)."""
+    scores = np.asarray(probs, dtype=np.float64)
+    t = _labels(y_true, scores.shape[1], "y_true")
+    if t.size == 0:
+        return 0.0
+    order = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
+    return float((order == t[:, None]).any(axis=1).mean())
+
+
+def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes: Sequence[str]) -> dict[str, Any]:
+    """Per-class and overall metrics as a JSON-ready dict (see the module docstring for conventions)."""
+    classes = [str(c) for c in classes]
+    n_classes = len(classes)
+    if n_classes == 0:
+        raise ValueError("classes is empty")
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    n = int(cm.sum())
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    precision, recall = _div(tp, predicted), _div(tp, support)
+    f1 = _div(2 * tp, support + predicted)
+    has_support, present = support > 0, (support + predicted) > 0
+
+    per_class = [
+        {"class": c, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+         "support": int(support[i]), "predicted": int(predicted[i])}
+        for i, c in enumerate(classes)
+    ]
+    worst = int(np.argmin(np.where(has_support, recall, np.inf))) if has_support.any() else None
+    top_k: dict[str, float] = {}
+    if probs is not None:
+        scores = np.asarray(probs, dtype=np.float64)
+        if scores.shape != (n, n_classes):
+            raise ValueError(f"probs has shape {scores.shape}, expected ({n}, {n_classes})")
+        t = _labels(y_true, n_classes, "y_true")
+        top_k = {str(k): top_k_accuracy(scores, t, k) for k in TOP_K if k < n_classes}
+    return {
+        "n_samples": n,
+        "n_classes": n_classes,
+        "classes": classes,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "balanced_accuracy": float(recall[has_support].mean()) if has_support.any() else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "weighted_f1": float((f1 * support).sum() / n) if n else 0.0,
+        "macro_labels": [c for c, p in zip(classes, present) if p],
+        "top_k_accuracy": top_k,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "zero_recall": [c for i, c in enumerate(classes) if support[i] > 0 and tp[i] == 0],
+        "never_predicted": [c for i, c in enumerate(classes) if predicted[i] == 0],
+        "worst_class_recall": float(recall[worst]) if worst is not None else None,
+        "worst_class": classes[worst] if worst is not None else None,
+    }
+
+
+def _stat_from_counts(metric: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Metric from per-resample ``tp, support, predicted`` arrays of shape ``[B, C]``."""
+
+    def accuracy(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        return tp.sum(axis=1) / sup.sum(axis=1)
+
+    def macro_f1(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        present = (sup + pred) > 0
+        return (_div(2 * tp, sup + pred) * present).sum(axis=1) / present.sum(axis=1)
+
+    def balanced_accuracy(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        has = sup > 0
+        return (_div(tp, sup) * has).sum(axis=1) / has.sum(axis=1)
+
+    funcs = {"accuracy": accuracy, "macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy}
+    if metric not in funcs:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(BOOTSTRAP_METRICS)}")
+    return funcs[metric]
+
+
+def bootstrap_ci(y_true: Any, y_pred: Any, metric: str = "accuracy", n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap ``(low, high)`` interval of ``metric``; ``(nan, nan)`` for empty input.
+
+    Each resample is reduced to per-class counts with one ``bincount`` per chunk of resamples, so the
+    cost is ``O(n_boot * n)`` with bounded memory.
+    """
+    stat = _stat_from_counts(metric)
+    t, p = np.asarray(y_true).reshape(-1).astype(np.int64), np.asarray(y_pred).reshape(-1).astype(np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
+    n = t.size
+    if n == 0 or n_boot < 1:
+        return (math.nan, math.nan)
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    _, codes = np.unique(np.concatenate([t, p]), return_inverse=True)
+    t, p = codes[:n], codes[n:]
+    n_classes = int(codes.max()) + 1
+    correct = t == p
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 4_000_000 // n))
+    stats = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        offset = (np.arange(b) * n_classes)[:, None]
+        size = b * n_classes
+        sup = np.bincount((offset + t[idx]).ravel(), minlength=size).reshape(b, n_classes)
+        pred = np.bincount((offset + p[idx]).ravel(), minlength=size).reshape(b, n_classes)
+        tp = np.bincount((offset + t[idx]).ravel(), weights=correct[idx].ravel(), minlength=size)
+        stats[start:start + b] = stat(tp.reshape(b, n_classes), sup, pred)
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
+
+
+def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, list]:
+    """Equal-width confidence bins ``(lo, hi]``: mean confidence, accuracy (None when empty) and count."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be [N, C], got shape {probs.shape}")
+    t = _labels(labels, probs.shape[1], "labels")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    conf = probs.max(axis=1) if probs.size else np.zeros(0)
+    correct = (probs.argmax(axis=1) == t) if probs.size else np.zeros(0, bool)
+    idx = np.clip(np.searchsorted(edges[1:-1], conf, side="left"), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
+    return {
+        "bin_edges": edges.tolist(),
+        "confidence": [float(s / c) if c else None for s, c in zip(conf_sum, count)],
+        "accuracy": [float(s / c) if c else None for s, c in zip(acc_sum, count)],
+        "count": count.astype(int).tolist(),
+    }
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """ECE: count-weighted mean |accuracy - confidence| over equal-width confidence bins (0 if empty)."""
+    bins = reliability_bins(probs, labels, n_bins)
+    total = sum(bins["count"])
+    if total == 0:
+        return 0.0
+    return float(sum(c * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"]) if c)
+                 / total)
+
+
+def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax over the last axis of ``logits / temperature`` (float64)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.max(z, axis=-1, keepdims=True) if z.size else z
+        shifted = np.where(z == m, 0.0, z - m) / temperature  # shift first: never overflows upwards
+        e = np.exp(shifted)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    m = z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
+    return float(np.mean(lse - z[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
+    """Temperature ``T`` in [0.01, 100] minimising the NLL of ``softmax(logits / T)``; 1.0 for empty input.
+
+    The NLL is convex in ``1/T``, hence unimodal in ``log T``: a bounded 1-D search in log space
+    (scipy's Brent when available, golden-section otherwise) finds the optimum.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.size == 0:
+        return 1.0
+    if z.ndim != 2:
+        raise ValueError(f"logits must be [N, C], got shape {z.shape}")
+    t = _labels(labels, z.shape[1], "labels")
+    if t.size != z.shape[0]:
+        raise ValueError(f"logits has {z.shape[0]} rows but labels has {t.size}")
+    if not np.isfinite(z).all() or np.ptp(z, axis=1).max() == 0:
+        return 1.0
+    lo, hi = math.log(0.01), math.log(100.0)
+
+    def objective(log_t: float) -> float:
+        return _nll(z, t, math.exp(log_t))
+
+    try:
+        from scipy.optimize import minimize_scalar
+
+        res = minimize_scalar(objective, bounds=(lo, hi), method="bounded",
+                              options={"maxiter": max_iter, "xatol": 1e-6})
+        best = float(res.x)
+    except ImportError:  # pragma: no cover - scipy ships with scikit-learn
+        best = _golden_section(objective, lo, hi, max_iter)
+    return float(math.exp(best))
+
+
+def _golden_section(f: Callable[[float], float], lo: float, hi: float, max_iter: int, tol: float = 1e-6) -> float:
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(max_iter):
+        if b - a < tol:
+            break
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return (a + b) / 2
+
+
+def class_probability_matrix(probs: Any, y_true: Any, n_classes: int) -> np.ndarray:
+    """``[C, C]``: row ``i`` is the mean predicted probability vector over samples of true class ``i``
+    (a NaN row when class ``i`` has no samples)."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, n_classes)
+    t = _labels(y_true, n_classes, "y_true")
+    if t.size != probs.shape[0]:
+        raise ValueError(f"probs has {probs.shape[0]} rows but y_true has {t.size}")
+    sums = np.zeros((n_classes, n_classes))
+    np.add.at(sums, t, probs)
+    counts = np.bincount(t, minlength=n_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]

@@ -1,0 +1,1 @@
+"""Report building: figures (``plots``) for runs, evaluations and comparisons."""

@@ -1,0 +1,378 @@
+"""The self-contained ``report.html`` of a run folder or a compare folder.
+
+``collect_report_data(folder)`` gathers everything (tolerating missing optional files) into a plain
+dict; ``build_report`` renders it with the Jinja2 template (autoescape on: user text is never trusted),
+every figure embedded as a base64 ``data:`` URI, and writes it atomically. The page loads nothing: a
+Content-Security-Policy allows only ``data:`` images and the page's own inline script (by hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import math
+import os
+import shlex
+import struct
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from classbench.errors import ClassbenchError, RunError
+from classbench.runs import atomic_write_text, read_json
+
+MAX_FIGURE_BYTES = 25 << 20
+COMPARE_FIGURES = [("class_counts.png", "Class counts per split"), ("curves_grid.png", "Training curves"),
+                   ("training_time.png", "Training time"), ("score_vs_time.png", "Score vs training time")]
+RUN_FIGURES = [("curves", "curves.png", "Training curves"), ("confusion", "confusion.png", "Confusion matrix"),
+               ("class_probabilities", "class_probabilities.png", "Mean predicted probability per true class"),
+               ("reliability", "reliability.png", "Calibration (reliability diagram)"),
+               ("misclassified", "misclassified.png", "Misclassified images")]
+# leaderboard column -> (header, kind); kind picks the number format
+COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"), "params": ("params", "params"),
+           "img_size": ("img size", "int"), "train_seconds": ("train time", "sec"),
+           "train_images_per_s": ("train img/s", "rate"), "infer_ms_batch1": ("infer ms (batch 1)", "ms"),
+           "infer_images_per_s_batch32": ("infer img/s (batch 32)", "rate"), "val_acc": ("val acc", "score"),
+           "val_macro_f1": ("val macro-F1", "score"), "val_balanced_acc": ("val bal. acc", "score"),
+           "test_acc": ("test acc", "score"), "test_macro_f1": ("test macro-F1", "score"),
+           "test_balanced_acc": ("test bal. acc", "score"), "worst_class_recall": ("worst-class recall", "score"),
+           "worst_class": ("worst class", "text"), "ece": ("ECE", "score"), "run_dir": ("run folder", "text")}
+METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+           ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"),
+           ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)"), ("temperature", "temperature"),
+           ("nll", "NLL")]
+BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
+                "none": "nothing (no re-weighting, no re-sampling)"}
+CLI_OPTIONS = ("model", "pretrained", "weights", "epochs", "img_size", "batch_size", "balance", "augment", "precision",
+               "patience", "monitor", "freeze_epochs", "lr", "seed", "val", "test", "cache", "accelerator", "devices",
+               "num_nodes", "strategy", "compile", "out")
+
+
+def num(value: Any) -> float | None:
+    """A finite float from a CSV cell / JSON value, else None."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+FORMATS = {
+    "params": lambda x: f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} K" if x >= 1e3 else f"{x:.0f}",
+    "sec": lambda x: f"{x:.1f} s" if x < 60 else f"{x / 60:.1f} min" if x < 3600 else f"{x / 3600:.2f} h",
+    "rate": lambda x: f"{x:,.1f}" if x < 100 else f"{x:,.0f}",
+    "ms": "{:.2f}".format, "int": "{:,.0f}".format, "pct": "{:.1%}".format, "score": "{:.3f}".format,
+}
+
+
+def fmt(value: Any, kind: str = "score") -> str:
+    """Display text for a number of the given kind (a dash when missing, text as it is)."""
+    x = num(value)
+    if kind == "text" or (x is None and value not in (None, "")):
+        return str(value)
+    return "\u2013" if x is None else FORMATS.get(kind, FORMATS["score"])(x)
+
+
+def _figure(path: Path, title: str) -> dict[str, Any]:
+    """A PNG/JPEG as a ``data:`` URI (None when missing, too big or not an image) with its pixel size."""
+    uri, size = None, (None, None)
+    if path.is_file() and path.stat().st_size <= MAX_FIGURE_BYTES:
+        data = path.read_bytes()
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+            uri, size = f"data:image/png;base64,{base64.b64encode(data).decode('ascii')}", struct.unpack(">II", data[16:24])
+        elif data[:3] == b"\xff\xd8\xff":
+            uri = f"data:image/jpeg;base64,{base64.b64encode(data).decode('ascii')}"
+    return {"title": title, "file": path.name, "uri": uri, "width": size[0], "height": size[1]}
+
+
+def _load(path: Path, notes: list[dict[str, str]]) -> Any:
+    """A JSON/YAML file's mapping; None when missing; a damaged file becomes a warning, not a crash."""
+    if not path.is_file():
+        return None
+    try:
+        if path.suffix == ".yaml":
+            import yaml
+
+            try:
+                value = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path}: not valid YAML ({err})") from err
+        else:
+            value = read_json(path)
+        if not isinstance(value, dict):
+            raise TypeError(f"{path}: expected a mapping at the top level")
+        return value
+    except (ClassbenchError, OSError, ValueError, TypeError) as err:
+        notes.append(_warn("warn", path.parent.name, f"cannot read {err}"))
+    return None
+
+
+def _read_csv(path: Path, notes: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [dict(r) for r in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        notes.append(_warn("warn", path.parent.name, f"{path.name}: cannot read ({err})"))
+        return []
+
+
+def _cmd_path(path: Path) -> str:
+    return shlex.quote(os.fspath(path))
+
+
+def _train_command(config: dict[str, Any]) -> str | None:
+    """``classbench train ...`` rebuilt from config.yaml's args (only options that differ from the defaults)."""
+    args = config.get("args") or {}
+    if config.get("command"):
+        return str(config["command"])
+    if not args.get("data"):
+        return None
+    from classbench.training.config import TrainConfig
+
+    defaults = TrainConfig(data="").to_dict()
+    parts = ["classbench", "train", shlex.quote(str(args["data"]))]
+    for key in CLI_OPTIONS:
+        value = args.get(key)
+        if key not in args or (value == defaults.get(key) and key != "model"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif value is not None:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def _warn(level: str, scope: str, text: str) -> dict[str, str]:
+    return {"level": level, "scope": scope, "text": text}
+
+
+def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, str]]) -> dict[str, Any]:
+    """One run folder's files (``run_dir`` None: the folder is missing) and what the report derives from them."""
+    def load(file: str) -> Any:
+        return _load(run_dir / file, notes) if run_dir is not None else None
+
+    summary, meta, config = load("summary.json") or {}, load("model.json") or {}, load("config.yaml") or {}
+    ev, onepc, inference = load("eval.json"), load("eval-onepc.json"), load("inference.json") or {}
+    ev_d = ev or {}
+    per_class, zero, never = [], [], []
+    for row in [r for r in ev_d.get("per_class") or [] if isinstance(r, dict)]:
+        support, recall, predicted = num(row.get("support")) or 0, num(row.get("recall")), num(row.get("predicted"))
+        flags = {"zero_recall": support > 0 and recall == 0, "never": support > 0 and predicted == 0}
+        per_class.append({**row, "class": str(row.get("class")), **flags})
+        if flags["never"]:
+            never.append(f"{row.get('class')} (0 of {support:.0f})")
+        elif flags["zero_recall"]:
+            zero.append(f"{row.get('class')} (0 of {support:.0f} right, predicted {predicted or 0:.0f} times)")
+    split = str(ev_d.get("split") or "test")
+    warnings = [_warn(level, name, text) for level, text in (
+        ("error", never and "never predicted: " + ", ".join(never)),
+        ("error", zero and "zero recall: " + ", ".join(zero)),
+        ("warn", ev_d.get("missing_classes") and "no test images of: " + ", ".join(map(str, ev_d["missing_classes"]))),
+        ("warn", ev and split != "test" and f"eval.json is an evaluation of the {split!r} split, not the locked test"),
+        ("info", ev is None and "not evaluated yet")) if text]
+    metrics_, ci = ev_d.get("metrics") or {}, ev_d.get("ci95") or {}
+    rows = [{"label": label, "value": fmt(metrics_.get(key)), "ci": ci.get(key)} for key, label in METRICS
+            if metrics_.get(key) is not None]
+    rows += [{"label": k.replace("_", "-") + " accuracy", "value": fmt(v), "ci": None}
+             for k, v in (metrics_.get("top_k") or {}).items()]
+    fig_names = ev_d["figures"] if isinstance(ev_d.get("figures"), dict) else {}
+    figures = [_figure(run_dir / Path(str(fig_names.get(key) or default)).name, title)
+               for key, default, title in RUN_FIGURES if run_dir is not None]
+    return {"name": name, "dir": os.fspath(shown), "evaluate_cmd": f"classbench evaluate {_cmd_path(shown)}",
+            "summary": summary, "meta": meta, "config": config, "eval": ev, "onepc": onepc, "inference": inference,
+            "metrics": rows, "per_class": per_class, "warnings": warnings,
+            "eval_warnings": [str(w) for w in ev_d.get("warnings") or []],
+            "figures": [f for f in figures if f["uri"]], "missing_figures": [f["file"] for f in figures if not f["uri"]],
+            "train_command": _train_command(config)}
+
+
+def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in COLUMNS if any(str(r.get(k) or "").strip() for r in rows)]
+    keys += [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k]
+    columns = [{"key": k, "label": COLUMNS.get(k, (k, "text"))[0], "kind": COLUMNS.get(k, (k, "text"))[1]}
+               for k in keys]
+    score_key = next((k for k in ("test_macro_f1", "val_macro_f1") if any(num(r.get(k)) is not None for r in rows)),
+                     None)
+    scores = [num(r.get(score_key)) if score_key else None for r in rows]
+    best = max((i for i, s in enumerate(scores) if s is not None), key=lambda i: scores[i], default=None)
+    out = []
+    for i, r in enumerate(rows):
+        cells = []
+        for c in columns:
+            value, x = r.get(c["key"]), num(r.get(c["key"]))
+            numeric = c["kind"] != "text"
+            cells.append({"text": fmt(value, c["kind"]), "sort": x if numeric and x is not None else str(value or ""),
+                          "num": numeric})
+        out.append({"cells": cells, "best": i == best})
+    return {"columns": columns, "rows": out, "score_key": score_key}
+
+
+def _split_sizes(folder: Path, models: list[dict[str, Any]], classes: list[str], notes: list) -> dict | None:
+    counts: dict[str, dict[str, int]] = {}
+    for r in _read_csv(folder / "split.csv", notes):
+        split = (r.get("split") or "").strip() or "unsplit"
+        counts.setdefault(str(r.get("label")), {}).setdefault(split, 0)
+        counts[str(r.get("label"))][split] += 1
+    if not counts:  # fall back to what training recorded
+        for m in models:
+            recorded = ((m["config"].get("split") or {}).get("counts") or m["summary"].get("class_counts") or {})
+            for split, per_class in recorded.items():
+                for label, n in (per_class or {}).items():
+                    counts.setdefault(str(label), {})[split] = int(n)
+            if counts:
+                break
+    if not counts:
+        return None
+    order = {"train": 0, "val": 1, "test": 2}
+    splits = sorted({s for c in counts.values() for s in c}, key=lambda s: (order.get(s, 3), s))
+    labels = [c for c in classes if c in counts] + sorted(c for c in counts if c not in classes)
+    rows = [{"class": c, "counts": [counts[c].get(s, 0) for s in splits], "total": sum(counts[c].values())}
+            for c in labels]
+    totals = [sum(r["counts"][i] for r in rows) for i in range(len(splits))]
+    return {"splits": splits, "rows": rows, "totals": totals, "total": sum(totals)}
+
+
+def _imbalance_notes(models: list[dict[str, Any]]) -> list[str]:
+    notes = {}
+    for m in models:
+        args, resolved = m["config"].get("args") or {}, m["config"].get("resolved") or {}
+        if resolved.get("balance"):
+            ratio = num(resolved.get("imbalance_ratio"))
+            notes[m["name"]] = (f"--balance {args.get('balance', 'auto')} \u2192 "
+                                f"{BALANCE_TEXT.get(resolved['balance'], resolved['balance'])}"
+                                + (f" (training split imbalance {ratio:.1f}:1)" if ratio else "")
+                                + (f"; checkpoint picked on {args['monitor']}" if args.get("monitor") else ""))
+    if len(set(notes.values())) == 1:
+        return [("" if len(models) == 1 else "every model: ") + next(iter(notes.values()))]
+    return [f"{name}: {text}" for name, text in notes.items()]
+
+
+def _onepc_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One-image-per-class (eval-onepc.json) next to the locked test split (eval.json), per model."""
+    rows = []
+    for m in models:
+        one, ev = m["onepc"] or {}, m["eval"] or {}
+        ci = [num(x) for x in (ev.get("ci95") or {}).get("macro_f1") or []]
+        lo, hi = (ci[0], ci[1]) if len(ci) == 2 and None not in ci else (None, None)
+        rows.append({"name": m["name"], "has_onepc": bool(one), "has_eval": bool(ev),
+                     "onepc_n": one.get("n_images"), "test_n": ev.get("n_images"),
+                     **{f"{p}_{k}": fmt((d.get("metrics") or {}).get(key)) for p, d in (("onepc", one), ("test", ev))
+                        for k, key in (("acc", "accuracy"), ("f1", "macro_f1"))},
+                     "ci": None if lo is None else f"{lo:.3f}\u2013{hi:.3f}",
+                     "ci_width": None if lo is None else fmt(hi - lo)})
+    return rows
+
+
+def _run_row(m: dict[str, Any]) -> dict[str, Any]:
+    """A leaderboard row for a single run folder (the columns compare writes)."""
+    ev, best = m["eval"] or {}, m["summary"].get("best_metrics") or {}
+    test = (ev.get("metrics") or {}) if ev.get("split", "test") == "test" else {}
+    info = {**m["summary"], **{k: v for k, v in m["meta"].items() if v is not None}}
+    return {"model": m["name"], "architecture": info.get("architecture") or info.get("model"),
+            "params": info.get("num_params"), "img_size": info.get("img_size"),
+            "train_seconds": info.get("training_seconds"), "train_images_per_s": info.get("train_images_per_s"),
+            "infer_ms_batch1": m["inference"].get("ms_batch1"),
+            "infer_images_per_s_batch32": m["inference"].get("images_per_s_batch32"),
+            **{k: best.get(k) for k in ("val_acc", "val_macro_f1", "val_balanced_acc")},
+            "test_acc": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
+            "test_balanced_acc": test.get("balanced_accuracy"), "worst_class_recall": test.get("worst_class_recall"),
+            "worst_class": test.get("worst_class"), "ece": test.get("ece")}
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("model.json", "summary.json", "config.yaml"))
+
+
+def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
+    """Everything the report shows, as plain data (see the template for how it is used)."""
+    shown = Path(folder)
+    folder = shown.resolve()
+    if not folder.is_dir():
+        raise RunError(f"{shown}: not found; give a run folder (classbench train) or a compare folder")
+    is_compare = (folder / "leaderboard.csv").is_file() or (folder / "compare.json").is_file()
+    if not is_compare and not _is_run(folder):
+        raise RunError(f"{shown}: not a classbench run or compare folder (no model.json, summary.json, "
+                       "config.yaml, leaderboard.csv or compare.json)")
+    notes: list[dict[str, str]] = []
+    compare = _load(folder / "compare.json", notes) if is_compare else None
+    in_compare = not is_compare and (folder.parent / "compare.json").is_file()  # a run inside a compare folder
+    check = _load((folder.parent if in_compare else folder) / "check.json", notes)
+    models: list[dict[str, Any]] = []
+    if is_compare:
+        lb_rows = _read_csv(folder / "leaderboard.csv", notes)
+        for r in lb_rows:
+            name = str(r.get("model") or "")
+            cands = [folder / n for n in (name, Path(str(r.get("run_dir") or "")).name) if n]
+            run_dir = next((c for c in cands if c.name not in (".", "..") and c.parent.resolve() == folder
+                            and c.is_dir()), None)
+            if run_dir is None:  # only subfolders of the compare folder are read
+                notes.append(_warn("warn", name, f"run folder not found in {shown}"))
+            models.append(_model(name, run_dir, shown / (run_dir.name if run_dir else name), notes))
+        listed = {Path(m["dir"]).name for m in models}  # runs without eval.json are not on the leaderboard
+        extra = [_model(p.name, p, shown / p.name, notes) for p in sorted(folder.iterdir())
+                 if p.name not in listed and p.is_dir() and _is_run(p)]
+        models += extra
+        if not lb_rows:  # no leaderboard.csv (yet): rows from the run folders, best test macro-F1 first
+            lb_rows = sorted((_run_row(m) for m in extra), key=lambda r: -(num(r["test_macro_f1"]) or -1.0))
+    else:
+        m = _model(folder.name, folder, shown, notes)
+        models.append(m)
+        lb_rows = [_run_row(m)]
+    classes = [str(c) for c in (check or {}).get("classes") or []] or next(
+        ([str(c) for c in m["meta"]["classes"]] for m in models if m["meta"].get("classes")), [])
+    warnings = [w for m in models for w in m["warnings"]]
+    if check:
+        if check.get("problem"):
+            warnings.insert(0, _warn("error", "data", str(check["problem"])))
+        warnings += [_warn("warn", "data", str(w)) for w in check.get("warnings") or []]
+    environment = (compare or {}).get("environment") or next(
+        (m["config"]["environment"] for m in models if m["config"].get("environment")), None)
+    command = (compare or {}).get("command") or (models[0]["train_command"] if not is_compare else None)
+    preset = (compare or {}).get("preset")
+    onepc = _onepc_rows(models) if preset == "report" or any(m["onepc"] for m in models) else None
+    return {
+        "kind": "compare" if is_compare else "run", "title": folder.name, "folder": os.fspath(shown),
+        "generated": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "compare": compare, "preset": preset, "command": command,
+        "report_command": f"classbench report {_cmd_path(shown)}",
+        "leaderboard": _leaderboard(lb_rows), "models": models, "classes": classes,
+        "figures": [f for f in (_figure(folder / n, t) for n, t in COMPARE_FIGURES) if f["uri"]] if is_compare else [],
+        "check": check, "imbalance_notes": _imbalance_notes(models),
+        "split": _split_sizes(folder, models, classes, notes), "onepc": onepc,
+        "environment": environment, "warnings": notes + warnings,
+    }
+
+
+def _rel(path: Any, root: Any) -> str:
+    """``path`` relative to the scanned data folder ``root`` when it lies inside it."""
+    root = os.path.dirname(str(root)) if str(root).lower().endswith(".csv") else str(root)
+    try:
+        rel = os.path.relpath(str(path), root)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _csp_hash(text: Any) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(str(text).encode("utf-8")).digest()).decode("ascii")
+
+
+def render_report(data: dict[str, Any]) -> str:
+    """The HTML text for ``collect_report_data``'s dict."""
+    from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("classbench.report", "templates"), undefined=ChainableUndefined,
+                      autoescape=select_autoescape(["html", "j2"], default=True), trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(fmt=lambda v, kind="score": fmt(None if isinstance(v, Undefined) else v, kind),
+                       csp_hash=_csp_hash, rel=_rel)
+    return env.get_template("report.html.j2").render(d=data)
+
+
+def build_report(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) for a run folder or a compare folder; returns its path."""
+    html = render_report(collect_report_data(folder))
+    return atomic_write_text(Path(out) if out is not None else Path(folder) / "report.html", html)

@@ -1,0 +1,208 @@
+"""Export: ONNX/TorchScript parity with PyTorch, metadata, dynamic batch, damaged/stale files, fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from classbench.errors import ModelError
+from classbench.exporting import OnnxSession, _parity, export, physical_cores, render_export
+from classbench.models import create_model, save_model
+from classbench.predict import load
+from classbench.runs import file_sha256
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def make_model_folder(folder: Path, arch: str, img_size: int = 32, seed: int = 0, **meta: object) -> Path:
+    """A saved, untrained model whose head is scaled up so probabilities are far from uniform."""
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(CLASSES))
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(30.0)
+    return save_model(model, {"architecture": arch, "classes": CLASSES, "img_size": img_size, "mean": [0.5, 0.4, 0.3],
+                              "std": [0.2, 0.25, 0.3], "temperature": 1.3, **meta}, folder)
+
+
+def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        h, w = int(rng.integers(20, 70)), int(rng.integers(20, 70))
+        img = np.clip(rng.integers(0, 255, 3) + rng.normal(0, 60, (h, w, 3)), 0, 255).astype(np.uint8)
+        paths.append(folder / f"img_{i:02d}.png")
+        Image.fromarray(img).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_images(tmp_path_factory.mktemp("images"), 7)
+
+
+@pytest.fixture(scope="module", params=[("test_efficientnet", 32), ("resnet18", 32)], ids=lambda p: p[0])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, images: list[Path]):
+    arch, size = request.param
+    run = make_model_folder(tmp_path_factory.mktemp(arch), arch, size)
+    return run, export(run, parity_images=images)
+
+
+def test_onnx_export_passes_parity(exported) -> None:
+    run, result = exported
+    assert result.path == run / "model.onnx" and result.path.is_file()
+    assert result.exporter == "torchscript" and result.opset == 17 and not result.notes
+    assert result.parity["passed"] and result.parity["max_abs_prob_diff"] < 1e-4
+    assert result.parity["top1_agreement"] == 1.0 and result.parity["samples"] == 7  # the real images
+    assert (result.input_name, result.output_name) == ("input", "logits")
+    assert result.input_shape[1:] == [3, 32, 32] and isinstance(result.input_shape[0], str)
+
+
+def test_metadata_round_trips_through_onnx(exported) -> None:
+    import onnx
+
+    import classbench
+
+    run, result = exported
+    meta = json.loads((run / "model.json").read_text())
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert json.loads(props["classes"]) == meta["classes"]
+    assert int(props["img_size"]) == meta["img_size"]
+    assert json.loads(props["mean"]) == meta["mean"] and json.loads(props["std"]) == meta["std"]
+    assert float(props["temperature"]) == meta["temperature"] and props["architecture"] == meta["architecture"]
+    assert props["weights_sha256"] == file_sha256(run / "model.safetensors")
+    assert props["classbench_version"] == classbench.__version__
+    assert props["input_layout"] == "NCHW float32 normalised"
+
+
+def test_torch_and_onnx_backends_agree_on_real_files(exported, images: list[Path]) -> None:
+    run, _ = exported
+    torch_clf, onnx_clf, auto_clf = (load(run, backend=b) for b in ("torch", "onnx", "auto"))
+    assert (torch_clf.backend, onnx_clf.backend, auto_clf.backend) == ("torch", "onnx", "onnx")
+    files = [str(p) for p in images]
+    a, b = torch_clf.predict_batch(files, batch_size=3), onnx_clf.predict_batch(files, batch_size=3)
+    for pa, pb in zip(a, b):
+        assert pa.label == pb.label
+        pa_map, pb_map = dict(pa.top), dict(pb.top)
+        assert max(abs(pa_map[c] - pb_map[c]) for c in CLASSES) < 1e-4
+
+
+def test_dynamic_batch_sizes_1_and_5(exported) -> None:
+    run, result = exported
+    session = OnnxSession(result.path)
+    ref = load(run, backend="torch")
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    for n in (1, 5):
+        out = session.run(x[:n])
+        assert out.shape == (n, 3)
+        assert np.abs(out - ref.logits(x[:n])).max() < 1e-3
+    assert session.metadata["classes"] == CLASSES
+
+
+def test_static_batch_export_still_predicts(tmp_path: Path, images: list[Path]) -> None:
+    run = make_model_folder(tmp_path / "static", "test_efficientnet")
+    result = export(run, dynamic_batch=False)
+    assert result.input_shape == [1, 3, 32, 32] and result.parity["samples"] == 32  # seeded random inputs
+    clf = load(run, backend="onnx")
+    preds = clf.predict_batch([str(p) for p in images[:3]])
+    assert all(p.error is None for p in preds)
+
+
+def test_torchscript_export_parity_on_split_csv_images(tmp_path: Path, images: list[Path]) -> None:
+    run = make_model_folder(tmp_path / "ts", "test_efficientnet")
+    rows = [f"{os.path.relpath(p, run)},cat,{split},\n" for p, split in zip(images, ["test"] * 3 + ["val", "train"])]
+    (run / "split.csv").write_text("path,label,split,group\n" + "".join(rows))
+    result = export(run, format="torchscript")
+    assert result.path == run / "model.torchscript.pt" and result.parity["max_abs_prob_diff"] < 1e-4
+    assert result.parity["samples"] == 4  # the test + val images of the run's split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.load(str(result.path))
+    assert traced(torch.zeros(4, 3, 32, 32)).shape == (4, 3)
+
+
+def test_fp16_export_keeps_float32_io_and_model_onnx(tmp_path: Path) -> None:
+    run = make_model_folder(tmp_path / "half", "test_efficientnet")
+    result = export(run, fp16=True)
+    assert result.path.name == "model.fp16.onnx" and not (run / "model.onnx").exists()
+    assert result.parity["tolerance"] is None and result.parity["top1_agreement"] >= 0.9
+    out = OnnxSession(result.path).run(np.zeros((2, 3, 32, 32), np.float32))
+    assert out.dtype == np.float32 and out.shape == (2, 3)
+    assert load(run).backend == "torch"  # predict never picks the fp16 file
+
+
+def test_corrupted_onnx_gives_clear_error(tmp_path: Path) -> None:
+    run = make_model_folder(tmp_path / "bad", "test_efficientnet")
+    export(run)
+    data = (run / "model.onnx").read_bytes()
+    (run / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=r"model\.onnx: damaged or truncated ONNX file .*classbench export"):
+        load(run, backend="onnx")
+    clf = load(run)  # auto: falls back to PyTorch and says why
+    assert clf.backend == "torch" and "damaged" in clf.note
+    (run / "model.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="damaged or truncated"):
+        OnnxSession(run / "model.onnx")
+
+
+def test_stale_onnx_is_never_used(tmp_path: Path) -> None:
+    run = make_model_folder(tmp_path / "stale", "test_efficientnet")
+    export(run)
+    make_model_folder(run, "test_efficientnet", seed=1)  # retrained: new weights, old model.onnx
+    assert load(run).backend == "torch"
+    with pytest.raises(ModelError, match="stale.*classbench export"):
+        load(run, backend="onnx")
+
+
+def test_standalone_onnx_file_loads_with_its_own_metadata(tmp_path: Path, images: list[Path]) -> None:
+    run = make_model_folder(tmp_path / "alone", "test_efficientnet")
+    export(run, out=tmp_path / "deploy" / "classifier.onnx")
+    clf = load(tmp_path / "deploy" / "classifier.onnx")
+    assert clf.backend == "onnx" and clf.classes == CLASSES and clf.temperature == pytest.approx(1.3)
+    ref = load(run, backend="torch").predict(images[0])
+    assert clf.predict(images[0])[0][0] == ref[0][0]
+
+
+def test_falls_back_to_dynamo_exporter(tmp_path: Path) -> None:
+    # timm's test_vit resamples position embeddings at 32 px (bicubic antialias): no TorchScript-exporter op
+    run = make_model_folder(tmp_path / "vit", "test_vit")
+    result = export(run)
+    assert result.exporter == "dynamo" and result.opset >= 18
+    assert "torchscript exporter" in result.notes[0] and result.parity["max_abs_prob_diff"] < 1e-4
+    assert load(run).backend == "onnx"
+
+
+def test_parity_failure_raises_with_numbers() -> None:
+    ref = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], np.float32)
+    with pytest.raises(ModelError, match=r"max probability difference .* > 1e-04"):
+        _parity(ref, ref + np.array([[0.5, 0, 0], [0, 0, 0]], np.float32), {"temperature": 1.0}, 1e-4)
+    assert _parity(ref, ref, {"temperature": 1.0}, 1e-4)["top1_agreement"] == 1.0
+
+
+def test_render_and_bad_arguments(exported, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    run, result = exported
+    console = Console(file=io.StringIO(), width=200)
+    render_export(result, console)
+    assert "model.onnx" in console.file.getvalue() and "input" in console.file.getvalue()
+    with pytest.raises(Exception, match="unknown export format"):
+        export(run, format="tflite")
+    assert physical_cores() >= 1
+
+
+def test_classbench_export_stays_callable_after_the_module_is_imported(exported) -> None:
+    import classbench
+
+    run, _ = exported
+    load(run)  # imports classbench.exporting; the package attribute `export` stays the function
+    assert classbench.export(run, format="onnx").parity["passed"]

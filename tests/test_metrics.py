@@ -1,0 +1,186 @@
+"""classbench.metrics against scikit-learn and against constructed ground truth."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn import metrics as skm
+
+from classbench import metrics as M
+
+C = 6
+CLASSES = ["a", "b", "c", "never_predicted", "d", "absent"]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class 3 is never predicted, class 5 never occurs in y_true (but is predicted)."""
+    rng = np.random.default_rng(1)
+    n = 500
+    y_true = rng.choice([0, 1, 2, 3, 4], size=n, p=[0.4, 0.2, 0.2, 0.1, 0.1])
+    noise = rng.choice([0, 1, 2, 4, 5], size=n)
+    y_pred = np.where((rng.random(n) < 0.6) & (y_true != 3), y_true, noise)
+    probs = rng.dirichlet(np.ones(C), size=n)
+    return y_true, y_pred, probs
+
+
+def test_summary_matches_sklearn(data):
+    y_true, y_pred, probs = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-division or other warnings may leak
+        s = M.classification_summary(y_true, y_pred, probs, CLASSES)
+    labels = list(range(C))
+    p, r, f, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    for i, row in enumerate(s["per_class"]):
+        assert row["class"] == CLASSES[i]
+        assert row == pytest.approx({"class": CLASSES[i], "precision": p[i], "recall": r[i], "f1": f[i],
+                                     "support": sup[i], "predicted": int((y_pred == i).sum())})
+    present = sorted(set(y_true) | set(y_pred))
+    assert s["macro_labels"] == [CLASSES[i] for i in present]
+    assert s["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns that y_pred has a class absent from y_true
+        assert s["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert s["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", labels=present, zero_division=0))
+    assert s["weighted_f1"] == pytest.approx(
+        skm.f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0))
+    assert set(s["top_k_accuracy"]) == {"1", "3", "5"}
+    for k, value in s["top_k_accuracy"].items():
+        assert value == pytest.approx(skm.top_k_accuracy_score(y_true, probs, k=int(k), labels=labels))
+    assert s["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert s["never_predicted"] == ["never_predicted"]
+    assert s["zero_recall"] == ["never_predicted"]  # supported but never predicted; "absent" has no support
+    assert (s["worst_class"], s["worst_class_recall"]) == ("never_predicted", 0.0)
+    json.dumps(s, allow_nan=False)  # plain, strict-JSON-ready Python
+
+
+def test_summary_top_k_only_below_n_classes_and_optional_probs():
+    y = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 2, 2, 1]]
+    s = M.classification_summary(y, probs.argmax(1), probs, ["x", "y", "z"])
+    assert s["top_k_accuracy"] == {"1": 0.5}
+    assert M.classification_summary(y, y, None, ["x", "y", "z"])["top_k_accuracy"] == {}
+
+
+def test_summary_rejects_bad_labels():
+    with pytest.raises(ValueError, match="outside"):
+        M.classification_summary([0, 3], [0, 1], None, ["a", "b"])
+    with pytest.raises(ValueError, match="labels"):
+        M.classification_summary([0, 1], [0], None, ["a", "b"])
+
+
+@pytest.mark.parametrize("metric", M.BOOTSTRAP_METRICS)
+def test_bootstrap_equals_naive_resampling(data, metric):
+    """Same resamples as a naive loop over sklearn metrics (labels = classes present in the resample)."""
+    y_true, y_pred, _ = data
+    t, p = y_true[:100], y_pred[:100]
+    n_boot = 40
+    low, high = M.bootstrap_ci(t, p, metric, n_boot=n_boot, seed=3)
+    idx = np.random.default_rng(3).integers(0, len(t), size=(n_boot, len(t)))
+
+    def naive(tt, pp):
+        if metric == "accuracy":
+            return skm.accuracy_score(tt, pp)
+        if metric == "macro_f1":
+            return skm.f1_score(tt, pp, average="macro", labels=np.union1d(tt, pp), zero_division=0)
+        return skm.recall_score(tt, pp, average="macro", labels=np.unique(tt), zero_division=0)
+
+    stats = [naive(t[i], p[i]) for i in idx]
+    assert (low, high) == pytest.approx(tuple(np.quantile(stats, [0.025, 0.975])))
+
+
+def test_bootstrap_contains_estimate_narrows_and_is_fast():
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        t = rng.integers(0, 5, n)
+        return t, np.where(rng.random(n) < 0.7, t, rng.integers(0, 5, n))
+
+    t, p = sample(1000)
+    s = M.classification_summary(t, p, None, list("abcde"))
+    for metric in M.BOOTSTRAP_METRICS:
+        start = time.perf_counter()
+        low, high = M.bootstrap_ci(t, p, metric, n_boot=1000)
+        assert time.perf_counter() - start < 1.5  # ~0.05 s here; generous for loaded CI machines
+        assert low < s[metric] < high
+    small = M.bootstrap_ci(*sample(100), "macro_f1")
+    large = M.bootstrap_ci(*sample(4000), "macro_f1")
+    assert large[1] - large[0] < 0.5 * (small[1] - small[0])
+    assert M.bootstrap_ci(t, p, "accuracy", seed=5) == M.bootstrap_ci(t, p, "accuracy", seed=5)
+    assert all(np.isnan(M.bootstrap_ci([], [], "accuracy")))
+    with pytest.raises(ValueError, match="unknown metric"):
+        M.bootstrap_ci(t, p, "auc")
+
+
+def test_ece_zero_for_perfectly_calibrated_construction():
+    # confidence 0.8 -> 8/10 right, 0.6 -> 6/10 right, 1.0 -> all right
+    probs = np.array([[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10 + [[1.0, 0.0]] * 4)
+    labels = np.array([0] * 8 + [1] * 2 + [1] * 6 + [0] * 4 + [0] * 4)
+    assert M.expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-12)
+    bins = M.reliability_bins(probs, labels, n_bins=5)
+    assert sum(bins["count"]) == 24 and len(bins["bin_edges"]) == 6
+    assert bins["count"][2] == 10 and bins["accuracy"][2] == pytest.approx(0.6)  # 0.6 lies in (0.4, 0.6]
+    assert bins["confidence"][0] is None and bins["accuracy"][0] is None
+
+
+def test_ece_statistically_calibrated_and_overconfident():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=20000)
+    labels = (rng.random((20000, 1)) > probs.cumsum(1)).sum(1)  # label ~ probs
+    assert M.expected_calibration_error(probs, labels) < 0.03
+    over = np.full((2000, 5), 0.0025)
+    over[np.arange(2000), rng.integers(0, 5, 2000)] = 0.99
+    assert M.expected_calibration_error(over, rng.integers(0, 5, 2000)) > 0.2
+
+
+def _sample_labels(z: np.ndarray, t0: float, rng: np.random.Generator) -> np.ndarray:
+    p = M.softmax(z, t0)
+    return np.minimum((rng.random((len(z), 1)) > p.cumsum(1)).sum(1), z.shape[1] - 1)
+
+
+def test_fit_temperature_recovers_known_temperature(monkeypatch):
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=4.0, size=(20000, 5))
+    y = _sample_labels(z, 2.5, rng)
+    assert M.fit_temperature(z, y) == pytest.approx(2.5, rel=0.1)
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # golden-section fallback
+    assert M.fit_temperature(z, y) == pytest.approx(2.5, rel=0.1)
+    assert M.fit_temperature(np.zeros((0, 3)), []) == 1.0
+
+
+def test_softmax_extremes_and_validation():
+    assert np.allclose(M.softmax([1e308, -1e308, 0.0], 1e-3), [1, 0, 0])
+    assert np.allclose(M.softmax([np.inf, 0.0, -np.inf]), [1, 0, 0])
+    assert np.allclose(M.softmax(np.log([[1.0, 3.0]])), [[0.25, 0.75]])
+    with pytest.raises(ValueError):
+        M.softmax([1.0, 2.0], temperature=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 6)),
+              elements=st.floats(-1e308, 1e308, allow_nan=False)),
+       st.floats(1e-3, 1e3))
+def test_softmax_property_finite_and_normalised(logits, temperature):
+    p = M.softmax(logits, temperature)
+    assert p.shape == logits.shape
+    assert np.isfinite(p).all() and (p >= 0).all()
+    assert np.allclose(p.sum(-1), 1.0)
+
+
+def test_class_probability_matrix():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    y = rng.choice([0, 1, 3], size=50)
+    m = M.class_probability_matrix(probs, y, 4)
+    for c in (0, 1, 3):
+        assert np.allclose(m[c], probs[y == c].mean(0))
+    assert np.isnan(m[2]).all()
+    assert np.allclose(m[[0, 1, 3]].sum(1), 1.0)
