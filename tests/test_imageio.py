@@ -25,7 +25,7 @@ def test_supported_types_load_as_rgb(tmp_path, name):
 
 
 def test_extensions_are_the_documented_set():
-    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
     assert not is_image_file("notes.txt")
 
 

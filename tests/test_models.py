@@ -114,7 +114,7 @@ def test_pretrained_download_success_path_uses_timm_hub(tmp_path) -> None:
     calls = []
 
     def fake_load_pretrained(model, *args, **kwargs):
-        calls.append(kwargs.get("num_classes", None))
+        calls.append(kwargs.get("num_classes"))
 
     with mock.patch("timm.models._builder.load_pretrained", side_effect=fake_load_pretrained):
         net = models.create_model("resnet18", 4, pretrained=True)

@@ -96,8 +96,8 @@ def _recall(run_dir, data_dir) -> np.ndarray:
 
 @pytest.mark.slow
 def test_balance_auto_rescues_the_minority_class(tmp_path) -> None:
-    data = make_class_folders(tmp_path / "imb", {"major": 200, "minor": 10}, signal=0.3, noise=50, seed=1)
-    opts = {"epochs": 2, "img_size": 32, "batch_size": 32, "progress": False, "seed": 0, "model": "resnet18",
+    data = make_class_folders(tmp_path / "imb", {"major": 200, "minor": 10}, signal=0.4, noise=50, seed=1)
+    opts = {"epochs": 3, "img_size": 32, "batch_size": 32, "progress": False, "seed": 0, "model": "resnet18",
             "val": 0.2, "test": 0.0}
     none = classbench.train(data, out=tmp_path / "none", balance="none", **opts)
     auto = classbench.train(data, out=tmp_path / "auto", balance="auto", **opts)

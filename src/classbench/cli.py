@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -63,7 +63,6 @@ def check(
         atomic_write_json(json_out, report.to_dict())
         console.print(f"Wrote {json_out}")
     if not report.usable:
-        console.print(f"[bold red]error:[/] {report.problem}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -85,7 +84,6 @@ def split(
     result = run_split(data, val=val, test=test, test_per_class=test_per_class, seed=seed, out=out,
                        materialize=materialize)
     render_split(result, console)
-    console.print(f"Wrote {out}")
 
 
 @app.command("demo-data")
@@ -214,7 +212,8 @@ def export(
     out: Optional[Path] = typer.Option(None, help="Output file (default: inside the run folder)."),
 ) -> None:
     """Export for deployment (ONNX for ONNX Runtime / TensorRT on Jetson) and check parity with PyTorch."""
-    from classbench.exporting import export as run_export, render_export
+    from classbench.exporting import export as run_export
+    from classbench.exporting import render_export
 
     result = run_export(run, format=format, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, out=out)
     render_export(result, console)
@@ -242,7 +241,7 @@ def evaluate(
 @friendly
 def compare(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
-    models: str = typer.Option("densenet121,inception_v3,mobilenetv2,resnet50", help="Comma-separated model names."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated model names [default: densenet121,inception_v3,mobilenetv2,resnet50]."),
     epochs: int = typer.Option(20, help="Epoch budget, the same for every model."),
     img_size: int | None = typer.Option(None, help="Force one input size for all (default: each model's own)."),
     pretrained: bool = typer.Option(False, help="Fine-tune pretrained weights instead of training from scratch."),
@@ -263,7 +262,7 @@ def compare(
     from classbench.comparison import render_leaderboard
 
     board = run_compare(
-        data, models=[m.strip() for m in models.split(",") if m.strip()], out=out, epochs=epochs, img_size=img_size,
+        data, models=[m.strip() for m in models.split(",") if m.strip()] if models else None, out=out, epochs=epochs, img_size=img_size,
         seed=seed, preset=preset, parallel=parallel, overwrite=overwrite, val=val, test=test, pretrained=pretrained,
         batch_size=batch_size if batch_size == "auto" else int(batch_size), balance=balance, augment=augment,
         precision=precision,
@@ -293,6 +292,27 @@ def demo(
 
     board = run_demo(out, epochs=epochs, overwrite=overwrite)
     render_leaderboard(board, console)
+
+
+@app.command()
+@friendly
+def bench(
+    models: str = typer.Option("resnet18", help="Comma-separated model names."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (default: each model's own)."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed"),
+    data: Optional[Path] = typer.Option(None, help="Also measure the real data pipeline and estimate a full run."),
+    epochs: int = typer.Option(20, help="Epochs for the full-run estimate."),
+    steps: int = typer.Option(6, help="Timed steps per measurement."),
+    json_out: Path = typer.Option(Path("bench.json"), "--json", help="Where to write the JSON results."),
+) -> None:
+    """Measure training/inference speed and memory here, and what a full run would cost."""
+    from classbench.benchmark import bench as run_bench
+    from classbench.benchmark import render_bench
+
+    result = run_bench([m.strip() for m in models.split(",") if m.strip()], img_size=img_size, batch_size=batch_size,
+                       precision=precision, data=data, epochs=epochs, steps=steps, out=json_out)
+    render_bench(result, console)
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ class Leaderboard:
         return load(self.rows[0]["run_dir"])
 
 
-def compare(data: str | os.PathLike, models: Sequence[str] = REPORT_MODELS, out: str | os.PathLike | None = None,
+def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
             epochs: int = 20, img_size: int | None = None, seed: int = 0, preset: str | None = None,
             parallel: bool = False, overwrite: bool = False, progress: bool = True, val: float = 0.2,
             test: float = 0.1, **train_options: Any) -> Leaderboard:
@@ -64,8 +64,10 @@ def compare(data: str | os.PathLike, models: Sequence[str] = REPORT_MODELS, out:
         if preset not in PRESETS:
             raise RunError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
         settings = PRESETS[preset]
-        models, epochs, val, test = settings["models"], settings["epochs"], settings["val"], settings["test"]
+        models = models or settings["models"]
+        val, test = settings["val"], settings["test"]
         train_options["pretrained"] = settings["pretrained"]
+    models = list(models or REPORT_MODELS)
     out = Path(out) if out else Path("runs") / "compare"
     state_file = out / "compare.json"
     args = {"data": str(data), "models": list(models), "epochs": epochs, "img_size": img_size, "seed": seed,
@@ -96,7 +98,8 @@ def compare(data: str | os.PathLike, models: Sequence[str] = REPORT_MODELS, out:
     if parallel:
         _train_parallel(manifest_path, models, names, out, common)
     for model, name in zip(models, names):
-        _train_and_evaluate(manifest_path, model, out / name, common, one_per_class=preset == "report")
+        options = {**common, "img_size": _size_for(model, img_size)}
+        _train_and_evaluate(manifest_path, model, out / name, options, one_per_class=preset == "report")
     rows = [_leaderboard_row(name, out / name) for name in names if (out / name / "eval.json").is_file()]
     rows.sort(key=lambda r: (r["test_macro_f1"] is None, -(r["test_macro_f1"] or 0.0)))
     _write_leaderboard(out, rows)
@@ -105,6 +108,19 @@ def compare(data: str | os.PathLike, models: Sequence[str] = REPORT_MODELS, out:
 
     report_path = build_report(out)
     return Leaderboard(out, rows, report_path)
+
+
+def _size_for(model: str, img_size: int | None) -> int | None:
+    """A forced size below a model's minimum is raised to that minimum (with a note), not a failed compare."""
+    from classbench.models import min_input_size
+
+    if img_size is None:
+        return None
+    smallest = min_input_size(model)
+    if img_size < smallest:
+        warn(f"{model} cannot run at {img_size} px; it trains at its minimum, {smallest} px.")
+        return smallest
+    return img_size
 
 
 def _train_and_evaluate(manifest: Path, model: str, run_dir: Path, options: dict[str, Any],
@@ -146,7 +162,7 @@ def _train_parallel(manifest: Path, models: Sequence[str], names: list[str], out
                    "--out", str(out / name), "--epochs", str(options["epochs"]), "--seed", str(options["seed"]),
                    "--devices", "1", "--accelerator", "gpu"]
             if options.get("img_size"):
-                cmd += ["--img-size", str(options["img_size"])]
+                cmd += ["--img-size", str(_size_for(model, options["img_size"]))]
             if (out / name / "last.ckpt").is_file():
                 cmd = cmd[:3] + ["--resume", str(out / name)]
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
@@ -308,7 +324,7 @@ def render_leaderboard(board: Leaderboard, console: Any) -> None:
                ("test_balanced_acc", "bal. acc"), ("test_macro_f1", "macro-F1"), ("worst_class_recall", "worst recall"),
                ("ece", "ECE")]
     for _, title in columns:
-        table.add_column(title, justify="left" if title == "model" else "right")
+        table.add_column(title, justify="left" if title == "model" else "right", no_wrap=title == "model")
     for i, row in enumerate(board.rows):
         cells = [escape(_fmt(row.get(key), key)) for key, _ in columns]
         table.add_row(*cells, style="bold green" if i == 0 else None)

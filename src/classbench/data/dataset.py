@@ -40,7 +40,9 @@ def default_cache_dir() -> Path:
 
 
 def default_memory_limit() -> int:
-    """min(2 GiB, 25% of available RAM, 50% of free shared memory)."""
+    """min(2 GiB, 25% of available RAM, 50% of free shared memory); ``$CLASSBENCH_CACHE_MEMORY_MB`` overrides."""
+    if os.environ.get("CLASSBENCH_CACHE_MEMORY_MB"):
+        return int(float(os.environ["CLASSBENCH_CACHE_MEMORY_MB"]) * 2**20)
     available = 8 << 30
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

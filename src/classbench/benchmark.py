@@ -1,0 +1,256 @@
+"""``classbench bench``: what training and inference cost on this machine, before hours are spent.
+
+Per model: training images/s on synthetic tensors (the model-only limit at the training precision),
+fp32 inference images/s and batch-1 latency, peak memory; with ``data``, the same training step
+through the real pipeline (decoded-image cache, augmentation, loader) and an estimate of the full
+run's wall time (cache fill + epochs x (train + fp32 validation + checkpoint writes)).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classbench.runs import atomic_write_json, environment_info
+
+
+@dataclass
+class BenchRow:
+    model: str
+    img_size: int
+    batch_size: int
+    precision: str
+    params: int
+    train_images_per_s: float
+    infer_images_per_s: float
+    infer_ms_batch1: float
+    peak_memory_mb: float | None
+    pipeline_images_per_s: float | None = None
+    pipeline_ratio: float | None = None
+    cache_seconds: float | None = None
+    estimated_run_seconds: float | None = None
+    epochs: int | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+
+
+@dataclass
+class BenchResult:
+    rows: list[BenchRow]
+    environment: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [asdict(r) for r in self.rows], "environment": self.environment}
+
+
+def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, batch_size: int = 32,
+          precision: str = "auto", data: str | os.PathLike | None = None, epochs: int = 20, steps: int = 6,
+          warmup: int = 2, out: str | os.PathLike | None = None, seed: int = 0, val: float = 0.2,
+          test: float = 0.1, augment: str = "light") -> BenchResult:
+    """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate."""
+    import torch
+
+    from classbench.models import check_input_size, create_model, default_config, resolve_name
+    from classbench.training.config import resolve_channels_last, resolve_precision
+    from classbench.training.module import ClassifierModule
+
+    manifest = _manifest(data, val, test, seed) if data else None
+    rows = []
+    for name in models:
+        arch = resolve_name(name)
+        cfg = default_config(arch)
+        size = int(img_size or cfg["img_size"])
+        check_input_size(arch, size)
+        prec = resolve_precision(precision, "auto")
+        torch.manual_seed(seed)
+        n_classes = len(manifest.classes) if manifest else 10
+        module = ClassifierModule(create_model(arch, n_classes), n_classes, cfg["mean"], cfg["std"], lr=1e-3,
+                                  backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch))
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+        _reset_peak_memory()
+        synthetic = _synthetic_batches(batch_size, size, n_classes)
+        train_ips = _train_rate(module, optimizer, synthetic, prec, steps, warmup)
+        infer_ips, ms1 = _inference_rates(module, batch_size, size)
+        row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
+                       round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
+        if manifest is not None:
+            _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup)
+        rows.append(row)
+    result = BenchResult(rows, environment_info())
+    if out:
+        result.path = atomic_write_json(out, result.to_dict())
+    return result
+
+
+def _manifest(data: Any, val: float, test: float, seed: int) -> Any:
+    from classbench.data.manifest import Manifest
+    from classbench.data.split import split
+
+    path = Path(data)
+    if path.suffix == ".csv":
+        return Manifest.load(path)
+    return split(path, val=val, test=test, seed=seed).manifest
+
+
+def _synthetic_batches(batch_size: int, size: int, n_classes: int) -> Iterator[tuple[Any, Any]]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, n_classes, (batch_size,), generator=g)
+    while True:
+        yield images, labels
+
+
+def _step(module: Any, optimizer: Any, images: Any, labels: Any, precision: str) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    device = next(module.parameters()).device
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = F.cross_entropy(module(images.to(device, non_blocking=True)).float(), labels.to(device))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _train_rate(module: Any, optimizer: Any, batches: Iterator[Any], precision: str, steps: int,
+                warmup: int) -> float:
+    """Images/s of full training steps (forward, backward, AdamW) after ``warmup`` steps."""
+    module.train()
+    seen, start = 0, 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start, seen = time.perf_counter(), 0
+        try:
+            images, labels = next(batches)
+        except StopIteration:
+            break
+        _step(module, optimizer, images, labels, precision)
+        seen += int(labels.numel())
+    return seen / max(time.perf_counter() - start, 1e-9)
+
+
+def _inference_rates(module: Any, batch_size: int, size: int, repeats: int = 5) -> tuple[float, float]:
+    """fp32 eval: images/s at ``batch_size`` and ms per image at batch 1 (what evaluation/predict use)."""
+    import torch
+
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in (batch_size, 1):
+            x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+            module(x)
+            n = repeats if batch > 1 else repeats * 4
+            start = time.perf_counter()
+            for _ in range(n):
+                module(x)
+            out.append((time.perf_counter() - start) / n)
+    module.train()
+    return batch_size / out[0], out[1] * 1000
+
+
+def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment: str, seed: int, epochs: int,
+              steps: int, warmup: int) -> None:
+    """Real loader rate (after the cache is filled, as in epochs 2+) and the full-run estimate."""
+    import torch
+
+    from classbench.training.config import resolve_workers
+    from classbench.training.loaders import build_loaders
+
+    n_train = sum(manifest.counts("train").values())
+    start = time.perf_counter()
+    loaders = build_loaders(manifest, row.img_size, row.batch_size, augment, "none", "auto",
+                            resolve_workers("auto", True, torch.cuda.is_available()), seed, False, progress=False)
+    row.cache_seconds = round(time.perf_counter() - start, 2)
+    rate = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
+    row.pipeline_images_per_s = round(rate, 2)
+    row.pipeline_ratio = round(rate / row.train_images_per_s, 3) if row.train_images_per_s else None
+    batches = n_train // row.batch_size if n_train > row.batch_size else 1
+    train_s = batches * row.batch_size / rate
+    val_s = loaders.n_val / row.infer_images_per_s
+    row.estimated_run_seconds = round(row.cache_seconds + epochs * (train_s + val_s + _checkpoint_seconds(module,
+                                                                                                          optimizer)), 1)
+    row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
+
+
+def _cycle(loader: Any) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def _checkpoint_seconds(module: Any, optimizer: Any) -> float:
+    """Time to serialise what each epoch writes: last.ckpt (weights + optimiser) and model.safetensors."""
+    import torch
+    from safetensors.torch import save
+
+    start = time.perf_counter()
+    buf = io.BytesIO()
+    torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict()}, buf)
+    save({k: v.contiguous() for k, v in module.model.state_dict().items()})
+    return time.perf_counter() - start + 0.05  # + file writes and the progress bar's bookkeeping
+
+
+def _reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS) on Linux
+    except OSError:
+        pass
+
+
+def _peak_memory_mb() -> float | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def render_bench(result: BenchResult, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="classbench bench (this machine)", header_style="bold")
+    cols = [("model", "model"), ("img_size", "px"), ("precision", "precision"), ("train_images_per_s", "train img/s"),
+            ("pipeline_images_per_s", "pipeline img/s"), ("pipeline_ratio", "pipeline/limit"),
+            ("infer_images_per_s", "infer img/s (fp32)"), ("infer_ms_batch1", "ms/img (b=1)"),
+            ("peak_memory_mb", "peak MB"), ("estimated_run_seconds", "est. run")]
+    for _, title in cols:
+        table.add_column(title, justify="left" if title == "model" else "right", no_wrap=title == "model")
+    for row in result.rows:
+        values = asdict(row)
+        cells = []
+        for key, _ in cols:
+            v = values.get(key)
+            if key == "estimated_run_seconds" and v is not None:
+                cells.append(f"{_duration(v)} ({row.epochs} ep)")
+            else:
+                cells.append("-" if v is None else str(v))
+        table.add_row(*cells)
+    console.print(table)
+    if result.path:
+        console.print(f"Wrote {result.path}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

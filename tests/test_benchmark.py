@@ -1,0 +1,35 @@
+"""`classbench bench`: model-only and real-pipeline rates, memory, and the full-run estimate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import classbench
+from tests.synth import make_class_folders
+
+
+def test_bench_model_only_and_pipeline(tmp_path) -> None:
+    data = make_class_folders(tmp_path / "d", {"a": 40, "b": 40})
+    result = classbench.bench(["test_efficientnet"], img_size=32, batch_size=8, data=data, epochs=3, steps=3,
+                              warmup=1, out=tmp_path / "bench.json")
+    row = result.rows[0]
+    assert row.model == "test_efficientnet" and row.img_size == 32
+    assert row.train_images_per_s > 0 and row.infer_images_per_s > 0 and row.infer_ms_batch1 > 0
+    assert row.pipeline_images_per_s > 0 and 0 < row.pipeline_ratio
+    assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
+    assert row.peak_memory_mb is None or row.peak_memory_mb > 10
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"][0]["model"] == "test_efficientnet" and saved["environment"]["cpu_count"] >= 1
+
+
+def test_bench_cli_prints_a_table_and_writes_json(tmp_path) -> None:
+    out = tmp_path / "b.json"
+    done = subprocess.run([sys.executable, "-m", "classbench.cli", "bench", "--models", "test_efficientnet",
+                           "--img-size", "32", "--batch-size", "4", "--steps", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test_efficientnet" in done.stdout + done.stderr
+    assert json.loads(out.read_text())["rows"][0]["train_images_per_s"] > 0
