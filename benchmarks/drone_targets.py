@@ -26,7 +26,7 @@ def main() -> None:
     data = need_drone()
     work = Path(tempfile.mkdtemp(prefix="classbench-drone-"))
     configs = [
-        ("scratch resnet18 @128", {"model": "resnet18", "img_size": 128, "epochs": 20, "augment": "aerial"}),
+        ("scratch resnet18 @128", {"model": "resnet18", "img_size": 128, "epochs": 40, "augment": "aerial"}),
         ("finetune efficientnet_lite0 @128 (ImageNet)",
          {"model": "efficientnet_lite0", "img_size": 128, "epochs": 15, "augment": "aerial",
           "weights": str(lite0_weights())}),

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import classbench
 from classbench.comparison import LEADERBOARD_COLUMNS
@@ -42,17 +43,21 @@ def test_compare_two_models_end_to_end(data, tmp_path) -> None:
         for key in ("params", "train_seconds", "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32",
                     "val_macro_f1", "test_acc", "test_balanced_acc", "worst_class_recall", "ece"):
             assert row[key] not in ("", None), key
-    # one split, made once, reused by every model
-    split_text = (board.path / "split.csv").read_text()
+    # one split, made once, reused by every model (same hash recorded in every run's config)
+    from classbench.data.manifest import Manifest
+
+    shared = Manifest.load(board.path / "split.csv").sha256()
     for name in TINY:
         run = board.path / name
-        assert (run / "split.csv").read_text() == split_text or (run / "config.yaml").is_file()
+        assert yaml.safe_load((run / "config.yaml").read_text())["split"]["sha256"] == shared
         assert json.loads((run / "eval.json").read_text())["split"] == "test"
     for figure in ("curves_grid.png", "training_time.png", "score_vs_time.png", "class_counts.png"):
         assert (board.path / figure).stat().st_size > 1000, figure
     html = (board.path / "report.html").read_text()
     assert all(name in html for name in TINY)
-    assert "leaderboard" in (board.path / "leaderboard.md").read_text().lower() or "|" in (board.path / "leaderboard.md").read_text()
+    md = (board.path / "leaderboard.md").read_text().splitlines()
+    assert md[0].startswith("| model |") and len(md) == 2 + len(TINY)
+    assert [line.split("|")[1].strip() for line in md[2:]] == [r["model"] for r in rows]
     assert board.best.predict(next(data.glob("a/*.png")))[0][0] in {"a", "b", "c"}
 
 

@@ -115,3 +115,22 @@ def test_bad_options_are_one_line_errors(three_classes, tmp_path) -> None:
                          **FAST)
     with pytest.raises(ModelError, match="unknown model"):
         classbench.train(three_classes, model="resnet5O", out=tmp_path / "r", **FAST)
+
+
+def test_refused_run_leaves_no_folder_and_overwrite_guards_user_data(three_classes, tmp_path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ModelError):
+        classbench.train(three_classes, model="inception_v3", out=out, **{**FAST, "img_size": 64})
+    assert not out.exists()
+    with pytest.raises(ClassbenchError, match="not a classbench run folder"):
+        classbench.train(three_classes, model="test_efficientnet", out=three_classes, overwrite=True, **FAST)
+    assert (three_classes / "a").is_dir()
+
+
+def test_presplit_train_test_only_gets_a_validation_part(tmp_path) -> None:
+    make_class_folders(tmp_path / "d" / "train", {"a": 20, "b": 20})
+    make_class_folders(tmp_path / "d" / "test", {"a": 5, "b": 5}, seed=9)
+    result = classbench.train(tmp_path / "d", model="test_efficientnet", out=tmp_path / "r", **{**FAST, "epochs": 1})
+    counts = result.summary["class_counts"]
+    assert sum(counts["test"].values()) == 10 and sum(counts["val"].values()) > 0
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) == 40

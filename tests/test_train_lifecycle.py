@@ -55,11 +55,11 @@ def test_sigkill_then_resume_completes_with_consistent_metrics(tmp_path) -> None
     data = make_class_folders(tmp_path / "d", {"a": 150, "b": 150})
     run = tmp_path / "run"
     cmd = CLI + ["train", str(data), "--model", "test_efficientnet", "--epochs", "5", "--img-size", "32",
-                 "--batch-size", "8", "--out", str(run)]
+                 "--batch-size", "2", "--out", str(run)]  # small batches: each epoch takes seconds
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (run / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"

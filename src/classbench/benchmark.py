@@ -61,6 +61,7 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
     from classbench.training.module import ClassifierModule
 
     manifest = _manifest(data, val, test, seed) if data else None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in models:
         arch = resolve_name(name)
@@ -71,12 +72,12 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         torch.manual_seed(seed)
         n_classes = len(manifest.classes) if manifest else 10
         module = ClassifierModule(create_model(arch, n_classes), n_classes, cfg["mean"], cfg["std"], lr=1e-3,
-                                  backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch))
+                                  backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
         _reset_peak_memory()
         synthetic = _synthetic_batches(batch_size, size, n_classes)
         train_ips = _train_rate(module, optimizer, synthetic, prec, steps, warmup)
-        infer_ips, ms1 = _inference_rates(module, batch_size, size)
+        infer_ips, ms1 = _inference_rates(module, batch_size, size, device)
         row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
         if manifest is not None:
@@ -89,13 +90,16 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
 
 
 def _manifest(data: Any, val: float, test: float, seed: int) -> Any:
-    from classbench.data.manifest import Manifest
-    from classbench.data.split import split
+    """The same split training would use (a given split is kept; a folder or plain CSV is split)."""
+    from classbench.data.split import carve_validation, split
+    from classbench.errors import DataError
 
-    path = Path(data)
-    if path.suffix == ".csv":
-        return Manifest.load(path)
-    return split(path, val=val, test=test, seed=seed).manifest
+    manifest = split(Path(data), val=val, test=test, seed=seed).manifest
+    if not manifest.subset("val") and val > 0:
+        manifest = carve_validation(manifest, val, seed)
+    if not manifest.subset("train"):
+        raise DataError(f"{data}: no training images in this split; nothing to measure")
+    return manifest
 
 
 def _synthetic_batches(batch_size: int, size: int, n_classes: int) -> Iterator[tuple[Any, Any]]:
@@ -115,7 +119,8 @@ def _step(module: Any, optimizer: Any, images: Any, labels: Any, precision: str)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     device = next(module.parameters()).device
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = F.cross_entropy(module(images.to(device, non_blocking=True)).float(), labels.to(device))
+        logits = module(images.to(device, non_blocking=True))
+        loss = F.cross_entropy(logits.float(), labels.to(device, non_blocking=True))
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -135,10 +140,18 @@ def _train_rate(module: Any, optimizer: Any, batches: Iterator[Any], precision: 
             break
         _step(module, optimizer, images, labels, precision)
         seen += int(labels.numel())
+    _sync()
     return seen / max(time.perf_counter() - start, 1e-9)
 
 
-def _inference_rates(module: Any, batch_size: int, size: int, repeats: int = 5) -> tuple[float, float]:
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _inference_rates(module: Any, batch_size: int, size: int, device: Any, repeats: int = 5) -> tuple[float, float]:
     """fp32 eval: images/s at ``batch_size`` and ms per image at batch 1 (what evaluation/predict use)."""
     import torch
 
@@ -146,12 +159,14 @@ def _inference_rates(module: Any, batch_size: int, size: int, repeats: int = 5) 
     out = []
     with torch.inference_mode():
         for batch in (batch_size, 1):
-            x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+            x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
             module(x)
             n = repeats if batch > 1 else repeats * 4
+            _sync()
             start = time.perf_counter()
             for _ in range(n):
                 module(x)
+            _sync()
             out.append((time.perf_counter() - start) / n)
     module.train()
     return batch_size / out[0], out[1] * 1000
@@ -167,8 +182,9 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
 
     n_train = sum(manifest.counts("train").values())
     start = time.perf_counter()
+    on_gpu = torch.cuda.is_available()
     loaders = build_loaders(manifest, row.img_size, row.batch_size, augment, "none", "auto",
-                            resolve_workers("auto", True, torch.cuda.is_available()), seed, False, progress=False)
+                            resolve_workers("auto", True, on_gpu), seed, on_gpu, progress=False)
     row.cache_seconds = round(time.perf_counter() - start, 2)
     rate = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
     row.pipeline_images_per_s = round(rate, 2)

@@ -29,14 +29,16 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from classbench.errors import ClassbenchError
 
+        from rich.markup import escape
+
         try:
             return func(*args, **kwargs)
         except ClassbenchError as err:
-            console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except PermissionError as err:
-            console.print(f"[bold red]error:[/] {err.filename}: permission denied; choose a writable location",
-                          soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err.filename))}: permission denied; choose a writable "
+                          "location", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -142,14 +144,34 @@ def train(
             raise typer.BadParameter("give DATA (or --resume RUN)")
         result = run_train(
             data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
-            img_size=img_size, batch_size=batch_size if batch_size == "auto" else int(batch_size), balance=balance,
+            img_size=img_size, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
             augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
             lr=lr, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
-            devices=devices if devices == "auto" else int(devices), num_nodes=num_nodes, strategy=strategy,
+            devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
             compile=compile, out=str(out) if out else None, overwrite=overwrite,
         )
     if result.summary:
         _print_train_summary(result)
+
+
+def _int_or_auto(option: str, value: str) -> int | str:
+    """'auto' or a positive integer, else a one-line error."""
+    from classbench.errors import ClassbenchError
+
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise ClassbenchError(f"{option} must be a whole number or 'auto' (got {value!r})") from None
+    if number < 1:
+        raise ClassbenchError(f"{option} must be >= 1 (got {number})")
+    return number
+
+
+def _devices(value: str) -> int | str:
+    """'auto', a count ('2') or a device list ('0,1') passed through to Lightning."""
+    return int(value) if value.isdigit() else value
 
 
 def _print_train_summary(result: Any) -> None:
@@ -186,6 +208,10 @@ def predict(
     files, problems = expand_inputs(paths)
     preds = problems + clf.predict_batch(files, batch_size=batch_size, top_k=top_k, reject_below=reject_below)
     if format == "table":
+        if out:
+            raise typer.BadParameter("--out needs --format csv or json")
+        if getattr(clf, "note", None):
+            console.print(clf.note, markup=False, style="dim")
         render_predictions(preds, console, top_k=top_k)
     else:
         text = predictions_to_csv(preds, top_k) if format == "csv" else predictions_to_json(preds, top_k)
@@ -264,7 +290,7 @@ def compare(
     board = run_compare(
         data, models=[m.strip() for m in models.split(",") if m.strip()] if models else None, out=out, epochs=epochs, img_size=img_size,
         seed=seed, preset=preset, parallel=parallel, overwrite=overwrite, val=val, test=test, pretrained=pretrained,
-        batch_size=batch_size if batch_size == "auto" else int(batch_size), balance=balance, augment=augment,
+        batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
         precision=precision,
     )
     render_leaderboard(board, console)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ LEADERBOARD_COLUMNS = [
 PRESETS: dict[str, dict[str, Any]] = {
     # The report's protocol: four architectures from scratch, 20 epochs, 70/30 train/val, and one
     # held-out image per class -- evaluated side by side with a locked, stratified test split.
-    "report": {"models": REPORT_MODELS, "epochs": 20, "val": 0.3, "test": 0.2, "pretrained": False},
+    # test 0.2 is locked away first; val 0.24 of the whole is 30% of the remaining 80% (the report's 70/30).
+    "report": {"models": REPORT_MODELS, "epochs": 20, "val": 0.24, "test": 0.2, "pretrained": False},
 }
 
 
@@ -73,13 +75,19 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
     args = {"data": str(data), "models": list(models), "epochs": epochs, "img_size": img_size, "seed": seed,
             "preset": preset, "val": val, "test": test, "train_options": train_options}
     if state_file.is_file() and not overwrite:
-        previous = read_json(state_file)
-        if previous.get("args", {}).get("data") != args["data"] or previous["args"].get("models") != args["models"]:
-            raise RunError(f"{out}: holds a different compare; pass --overwrite or another --out")
-        info(f"Resuming the compare in {out}: finished models are kept.")
+        previous = read_json(state_file).get("args", {})
+        changed = [k for k in ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test")
+                   if previous.get(k) != args[k]]
+        if changed:
+            raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
+        info(f"Resuming the compare in {out}: finished models are kept.", markup=False)
     else:
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise RunError(f"{out}: folder exists and is not a compare; pass --overwrite or another --out")
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise RunError(f"{out}: folder exists and is not a compare; pass --overwrite or another --out")
+            if not state_file.is_file():
+                raise RunError(f"{out}: not a classbench compare folder, so --overwrite will not delete it")
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(state_file, {"args": args, "command": _command_line(), "models": list(models),
                                        "seed": seed, "preset": preset, "data": str(data), "img_size": img_size,
@@ -89,7 +97,7 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
     if not manifest_path.is_file():
         report = check(data)
         atomic_write_json(out / "check.json", report.to_dict())
-        split(data, val=val, test=test, seed=seed, out=manifest_path)
+        split(data, val=val, test=test, seed=seed, out=manifest_path, report=report)
     if preset == "report":
         _write_one_per_class(manifest_path, out / "onepc.csv", seed)
 
@@ -129,12 +137,12 @@ def _train_and_evaluate(manifest: Path, model: str, run_dir: Path, options: dict
     from classbench.training import resume, train
 
     if (run_dir / "summary.json").is_file():
-        info(f"{model}: already trained, kept.")
+        info(f"{model}: already trained, kept.", markup=False)
     elif (run_dir / "last.ckpt").is_file():
-        info(f"{model}: resuming from {run_dir / 'last.ckpt'}")
+        info(f"{model}: resuming from {run_dir / 'last.ckpt'}", markup=False)
         resume(run_dir, progress=options.get("progress", True))
     else:
-        info(f"[bold]{model}[/]: training into {run_dir}")
+        info(f"{model}: training into {run_dir}", markup=False)
         train(manifest, model=model, out=run_dir, overwrite=run_dir.exists(), **options)
     if not (run_dir / "eval.json").is_file():
         evaluate(run_dir, split="test", progress=options.get("progress", True))
@@ -160,15 +168,27 @@ def _train_parallel(manifest: Path, models: Sequence[str], names: list[str], out
         for gpu, (model, name) in enumerate(batch):
             cmd = [sys.executable, "-m", "classbench.cli", "train", str(manifest), "--model", model,
                    "--out", str(out / name), "--epochs", str(options["epochs"]), "--seed", str(options["seed"]),
-                   "--devices", "1", "--accelerator", "gpu"]
+                   "--devices", "1", "--accelerator", "gpu", *_train_flags(options)]
             if options.get("img_size"):
                 cmd += ["--img-size", str(_size_for(model, options["img_size"]))]
             if (out / name / "last.ckpt").is_file():
-                cmd = cmd[:3] + ["--resume", str(out / name)]
+                cmd = cmd[:4] + ["--resume", str(out / name)]
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
-            procs.append(subprocess.Popen(cmd, env=env))
-        for proc in procs:
-            proc.wait()
+            procs.append((model, subprocess.Popen(cmd, env=env)))
+        failed = [model for model, proc in procs if proc.wait() != 0]
+        if failed:
+            raise RunError(f"training failed for {', '.join(failed)}; re-run the same compare to resume")
+
+
+def _train_flags(options: dict[str, Any]) -> list[str]:
+    """The shared training options as ``classbench train`` flags (identical conditions for every model)."""
+    flags = []
+    for key in ("batch_size", "balance", "augment", "precision", "lr", "patience", "freeze_epochs", "val", "test"):
+        if options.get(key) is not None:
+            flags += [f"--{key.replace('_', '-')}", str(options[key])]
+    if options.get("pretrained"):
+        flags.append("--pretrained")
+    return flags
 
 
 def measure_inference(run_dir: Path, repeats: int = 20) -> dict[str, float]:
@@ -297,19 +317,19 @@ DEMO_MODELS = ("resnet18", "mobilenetv2", "efficientnet_b0", "densenet121")
 def demo(out: str | os.PathLike = "runs/demo", epochs: int = 4, overwrite: bool = True,
          models: Sequence[str] = DEMO_MODELS, progress: bool = True) -> Leaderboard:
     """Built-in demo: write the imbalanced digits dataset, compare four small models at 32 px, report."""
-    import shutil
-
     from classbench.data.demo import demo as demo_data
 
     out = Path(out)
     data_dir = out / "data"
-    if overwrite and out.exists():
+    if overwrite and out.exists() and any(out.iterdir()):
+        if not (out / "compare" / "compare.json").is_file() and not (data_dir / "digit_0").is_dir():
+            raise RunError(f"{out}: exists and is not a classbench demo folder; choose another --out")
         shutil.rmtree(out)
     if not data_dir.is_dir():
         demo_data(data_dir, imbalance=10.0, seed=0, size=32)
     board = compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=32, seed=0,
                     progress=progress)
-    info(f"Report: {board.report}")
+    info(f"Report: {board.report}", markup=False)
     return board
 
 

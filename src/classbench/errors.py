@@ -20,10 +20,14 @@ class DataError(ClassbenchError):
 class ImageLoadError(DataError):
     """One image could not be decoded; ``path`` names it."""
 
-    def __init__(self, path: object, reason: str) -> None:
+    def __init__(self, path: object, reason: str = "cannot be read") -> None:
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # DataLoader workers re-raise errors in the main process: keep both fields across pickling.
+        return (type(self), (self.path, self.reason))
 
 
 class ModelError(ClassbenchError):

@@ -290,6 +290,7 @@ def _top(pred: Prediction, top_k: int | None) -> list[tuple[str, float]]:
 
 def render_predictions(preds: Sequence[Prediction], console: Any, top_k: int | None = 3) -> None:
     """A rich table: file, predicted label, top-k ``class (p)``; errors in red."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold")
@@ -298,10 +299,10 @@ def render_predictions(preds: Sequence[Prediction], console: Any, top_k: int | N
     table.add_column(f"top {top_k}" if top_k else "probabilities")
     for pred in preds:
         if pred.error:
-            table.add_row(pred.path, "[red]error[/]", f"[red]{pred.error}[/]")
+            table.add_row(escape(pred.path), "[red]error[/]", f"[red]{escape(pred.error)}[/]")
             continue
-        label = f"[yellow]{pred.label}[/]" if pred.label == UNKNOWN else f"[bold]{pred.label}[/]"
-        table.add_row(pred.path, label, ", ".join(f"{c} ({p:.3f})" for c, p in _top(pred, top_k)))
+        label = f"[yellow]{pred.label}[/]" if pred.label == UNKNOWN else f"[bold]{escape(str(pred.label))}[/]"
+        table.add_row(escape(pred.path), label, escape(", ".join(f"{c} ({p:.3f})" for c, p in _top(pred, top_k))))
     console.print(table)
     bad = sum(1 for p in preds if p.error)
     if bad:

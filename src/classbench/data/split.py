@@ -122,6 +122,16 @@ def _groups(report: CheckReport) -> dict[str, str]:
     return {str(s.path): names[find(dup_key(s))] for s in report.samples}
 
 
+def carve_validation(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
+    """A given split without validation (e.g. ImageAI's train/test folders): move a stratified,
+    group-aware ``fraction`` of train to val; test is untouched."""
+    train = manifest.subset("train")
+    groups = {str(s.path): s.group or str(s.path) for s in train}
+    carved, _ = _assign(train, groups, fraction, 0.0, None, seed)
+    by_path = {str(s.path): s for s in carved}
+    return Manifest([by_path.get(str(s.path), s) for s in manifest.samples], manifest.classes)
+
+
 def _assign(
     samples: list[Sample], groups: dict[str, str], val: float, test: float, test_per_class: int | None, seed: int
 ) -> tuple[list[Sample], list[str]]:

@@ -13,9 +13,10 @@ from classbench.models import save_model
 from classbench.runs import atomic_write_csv
 
 METRIC_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_balanced_acc",
-    "lr", "epoch_seconds", "train_seconds", "train_images_per_s",
+    "epoch", "train_loss", "train_acc", "train_macro_f1", "train_balanced_acc", "val_loss", "val_acc", "val_macro_f1",
+    "val_balanced_acc", "lr", "epoch_seconds", "train_seconds", "train_images_per_s",
 ]
+VAL_COLUMNS = ["val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"]
 
 
 class RunRecorder(L.Callback):
@@ -76,7 +77,7 @@ class RunRecorder(L.Callback):
             if improved:
                 meta = {**self.model_meta, "epoch": row["epoch"], "monitor": self.monitor,
                         "monitor_value": round(value, 6),
-                        "val_metrics": {k: row[k] for k in METRIC_COLUMNS[1:7] if k in row}}
+                        "val_metrics": {k: row[k] for k in VAL_COLUMNS if k in row}}
                 save_model(pl_module.model, meta, self.run_dir)
 
     # -- resume ------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     import torch
 
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
     return "bf16-mixed" if cpu_has_native_bf16() else "32"
 
 

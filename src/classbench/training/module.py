@@ -47,6 +47,8 @@ class ClassifierModule(L.LightningModule):
         self._backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.train_bacc = MulticlassRecall(num_classes, average="macro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
         self.val_bacc = MulticlassRecall(num_classes, average="macro")
@@ -67,7 +69,8 @@ class ClassifierModule(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
         self.train_loss.update(loss.detach(), weight=labels.numel())
-        self.train_acc.update(logits.detach(), labels)
+        for metric in (self.train_acc, self.train_f1, self.train_bacc):
+            metric.update(logits.detach(), labels)
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=labels.numel())
         return loss
 
@@ -97,9 +100,12 @@ class ClassifierModule(L.LightningModule):
         if self.train_loss.update_count:
             values["train_loss"] = self.train_loss.compute()
             values["train_acc"] = self.train_acc.compute()
+            values["train_macro_f1"] = self.train_f1.compute()
+            values["train_balanced_acc"] = self.train_bacc.compute()
         self.log_dict(values, prog_bar=False, sync_dist=False)
         self.log("val_f1", values["val_macro_f1"], prog_bar=True)
-        for metric in (self.val_loss, self.val_acc, self.val_f1, self.val_bacc, self.train_loss, self.train_acc):
+        for metric in (self.val_loss, self.val_acc, self.val_f1, self.val_bacc, self.train_loss, self.train_acc,
+                       self.train_f1, self.train_bacc):
             metric.reset()
 
     # -- freezing ----------------------------------------------------------------------------

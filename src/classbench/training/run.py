@@ -77,18 +77,22 @@ def _is_worker_process() -> bool:
 
 
 def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
-    from classbench.models import resolve_name
+    import shutil
+
+    from classbench.models import check_input_size, default_config, resolve_name
 
     config.validate()
     arch = resolve_name(config.model)
+    check_input_size(arch, int(config.img_size or default_config(arch)["img_size"]))  # refused before any write
     worker = _is_worker_process()
+    fresh = False
     if worker and os.environ.get(RUN_DIR_ENV):
         run_dir = Path(os.environ[RUN_DIR_ENV])
     elif resume_from is not None:
         run_dir = resume_from
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(arch)
-        run_dir = prepare_run_dir(run_dir, overwrite=config.overwrite)
+        run_dir, fresh = prepare_run_dir(run_dir, overwrite=config.overwrite), True
     config.out = str(run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     _quiet_lightning()
@@ -96,6 +100,10 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
         return _fit(config, arch, run_dir, resume_from, worker)
     except KeyboardInterrupt:
         raise RunError(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+    except ClassbenchError:
+        if fresh and not worker and not (run_dir / "last.ckpt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained yet: leave no half-made run folder
+        raise
 
 
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
@@ -133,7 +141,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         elif imbalance > 3:
             warn(f"imbalance {imbalance:.1f}:1 and --balance none: minority classes may never be predicted.")
         if split_note:
-            info(split_note)
+            info(split_note, markup=False)
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
@@ -182,7 +190,8 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         _write_config(run_dir, config, manifest, trainer)
     ckpt = run_dir / "last.ckpt"
     start = time.perf_counter()
-    trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None)
+    trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
+                weights_only=True)  # resume never unpickles arbitrary objects
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return TrainResult(run_dir, recorder.best_epoch, {})
@@ -193,7 +202,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
 def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tuple[Any, str | None]:
     from classbench.data.manifest import Manifest
-    from classbench.data.split import split
+    from classbench.data.split import carve_validation, split
 
     saved = run_dir / "split.csv"
     if reuse and saved.is_file():
@@ -202,6 +211,13 @@ def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tupl
                    seed=config.seed, out=saved)
     for message in getattr(result, "warnings", []) or []:
         warn(message)
+    manifest = result.manifest
+    if not manifest.subset("val") and config.val > 0 and manifest.subset("train"):
+        manifest = carve_validation(manifest, config.val, config.seed)
+        manifest.save(saved)
+        warn(f"{config.data}: the given split has no validation part; took a stratified {config.val:.0%} of train "
+             "as validation (checkpoints are chosen on it, never on test)")
+    result.manifest = manifest
     counts = {s: sum(result.manifest.counts(s).values()) for s in ("train", "val", "test")}
     note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} (test locked away)."
     if counts["val"] == 0:
