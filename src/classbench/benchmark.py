@@ -30,6 +30,8 @@ class BenchRow:
     infer_images_per_s: float
     infer_ms_batch1: float
     peak_memory_mb: float | None
+    onnx_images_per_s: float | None = None
+    onnx_ms_batch1: float | None = None
     pipeline_images_per_s: float | None = None
     pipeline_ratio: float | None = None
     cache_seconds: float | None = None
@@ -52,7 +54,7 @@ class BenchResult:
 def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, batch_size: int = 32,
           precision: str = "auto", data: str | os.PathLike | None = None, epochs: int = 20, steps: int = 6,
           warmup: int = 2, out: str | os.PathLike | None = None, seed: int = 0, val: float = 0.2,
-          test: float = 0.1, augment: str = "light") -> BenchResult:
+          test: float = 0.1, augment: str = "light", onnx: bool = True) -> BenchResult:
     """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate."""
     import torch
 
@@ -80,6 +82,8 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         infer_ips, ms1 = _inference_rates(module, batch_size, size, device)
         row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
+        if onnx and device.type == "cpu":
+            row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(module.model, batch_size, size)
         if manifest is not None:
             _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup)
         rows.append(row)
@@ -172,6 +176,33 @@ def _inference_rates(module: Any, batch_size: int, size: int, device: Any, repea
     return batch_size / out[0], out[1] * 1000
 
 
+def _onnx_rates(model: Any, batch_size: int, size: int, repeats: int = 5) -> tuple[float | None, float | None]:
+    """ONNX Runtime fp32 (the backend `predict` uses once a run is exported): images/s and batch-1 ms."""
+    import numpy as np
+    import torch
+
+    from classbench.exporting import OnnxSession, _onnx_bytes
+    from classbench.errors import ClassbenchError
+
+    try:
+        data, _ = _onnx_bytes(model.eval().float(), torch.randn(1, 3, size, size), None, True, False)
+        session = OnnxSession("bench.onnx", model_bytes=data)
+    except (ClassbenchError, RuntimeError, ValueError):
+        return None, None
+    finally:
+        model.train()
+    out = []
+    for batch in (batch_size, 1):
+        x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+        session.run(x)
+        n = repeats if batch > 1 else repeats * 4
+        start = time.perf_counter()
+        for _ in range(n):
+            session.run(x)
+        out.append((time.perf_counter() - start) / n)
+    return round(batch_size / out[0], 2), round(out[1] * 1000, 3)
+
+
 def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment: str, seed: int, epochs: int,
               steps: int, warmup: int) -> None:
     """Real loader rate (after the cache is filled, as in epochs 2+) and the full-run estimate."""
@@ -245,7 +276,8 @@ def render_bench(result: BenchResult, console: Any) -> None:
     table = Table(title="classbench bench (this machine)", header_style="bold")
     cols = [("model", "model"), ("img_size", "px"), ("precision", "precision"), ("train_images_per_s", "train img/s"),
             ("pipeline_images_per_s", "pipeline img/s"), ("pipeline_ratio", "pipeline/limit"),
-            ("infer_images_per_s", "infer img/s (fp32)"), ("infer_ms_batch1", "ms/img (b=1)"),
+            ("infer_images_per_s", "torch infer img/s"), ("onnx_images_per_s", "ONNX RT img/s"),
+            ("infer_ms_batch1", "torch ms (b=1)"), ("onnx_ms_batch1", "ONNX ms (b=1)"),
             ("peak_memory_mb", "peak MB"), ("estimated_run_seconds", "est. run")]
     for _, title in cols:
         table.add_column(title, justify="left" if title == "model" else "right", no_wrap=title == "model")
