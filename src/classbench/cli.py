@@ -309,7 +309,7 @@ def report(run: Path = typer.Argument(..., help="A compare folder or a run folde
 @friendly
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where the demo data and the compare go."),
-    epochs: int = typer.Option(4, help="Epochs per model."),
+    epochs: int = typer.Option(8, help="Epochs per model."),
     overwrite: bool = typer.Option(True, help="Start afresh (default) or resume with --no-overwrite."),
 ) -> None:
     """The whole path on built-in data: imbalanced digits -> 4-model compare -> report.html."""

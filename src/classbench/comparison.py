@@ -314,7 +314,7 @@ def _command_line() -> str:
 DEMO_MODELS = ("resnet18", "mobilenetv2", "efficientnet_b0", "densenet121")
 
 
-def demo(out: str | os.PathLike = "runs/demo", epochs: int = 4, overwrite: bool = True,
+def demo(out: str | os.PathLike = "runs/demo", epochs: int = 8, overwrite: bool = True,
          models: Sequence[str] = DEMO_MODELS, progress: bool = True) -> Leaderboard:
     """Built-in demo: write the imbalanced digits dataset, compare four small models at 32 px, report."""
     from classbench.data.demo import demo as demo_data
@@ -329,7 +329,6 @@ def demo(out: str | os.PathLike = "runs/demo", epochs: int = 4, overwrite: bool 
         demo_data(data_dir, imbalance=10.0, seed=0, size=32)
     board = compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=32, seed=0,
                     progress=progress)
-    info(f"Report: {board.report}", markup=False)
     return board
 
 
@@ -339,10 +338,11 @@ def render_leaderboard(board: Leaderboard, console: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"Leaderboard ({board.path})", header_style="bold")
-    columns = [("model", "model"), ("params", "params"), ("img_size", "px"), ("train_seconds", "train s"),
-               ("train_images_per_s", "train img/s"), ("infer_ms_batch1", "ms/img"), ("test_acc", "test acc"),
-               ("test_balanced_acc", "bal. acc"), ("test_macro_f1", "macro-F1"), ("worst_class_recall", "worst recall"),
-               ("ece", "ECE")]
+    columns = [("model", "model"), ("test_macro_f1", "F1"), ("test_balanced_acc", "bal.acc"), ("test_acc", "acc"),
+               ("worst_class_recall", "worst"), ("train_seconds", "train s"), ("infer_ms_batch1", "ms/img"),
+               ("params", "params")]
+    if console.width >= 110:
+        columns += [("img_size", "px"), ("train_images_per_s", "train img/s"), ("ece", "ECE")]
     for _, title in columns:
         table.add_column(title, justify="left" if title == "model" else "right", no_wrap=title == "model")
     for i, row in enumerate(board.rows):
