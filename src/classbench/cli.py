@@ -131,7 +131,7 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, sometimes faster)."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<model>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
-    resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt."),
+    resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
 ) -> None:
     """Train one architecture end to end (from scratch or pretrained) into a run folder."""
     from classbench.training import resume as resume_run

@@ -238,7 +238,8 @@ def _r(value: Any) -> Any:
 def _write_leaderboard(out: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
     shown = ["model", "params", "img_size", "train_seconds", "train_images_per_s", "infer_ms_batch1",
-             "val_macro_f1", "test_acc", "test_macro_f1", "test_balanced_acc", "worst_class_recall", "ece"]
+             "infer_images_per_s_batch32", "val_acc", "val_macro_f1", "val_balanced_acc", "test_acc", "test_macro_f1",
+             "test_balanced_acc", "worst_class_recall", "worst_class", "ece"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:
         lines.append("| " + " | ".join(_md(row.get(c)) for c in shown) + " |")

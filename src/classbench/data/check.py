@@ -253,7 +253,10 @@ def _judge(report: CheckReport, source: Source) -> None:
             warn.append(f"class '{c}' has only {n} image(s); it will be kept in train only (no val/test image)")
     for sp, per_class in report.split_counts.items():
         missing = [c for c, n in per_class.items() if n == 0]
-        if missing and sp != "train":
+        if missing and sp == "train":
+            warn.append(f"train split has no images of {', '.join(repr(c) for c in missing)}: a model cannot learn "
+                        "them; add training images or re-split")
+        elif missing:
             warn.append(f"{sp} split has no images of {', '.join(repr(c) for c in missing)}")
     if report.bad_files:
         warn.append(f"{len(report.bad_files)} bad file(s) will be excluded (each listed with its reason)")
