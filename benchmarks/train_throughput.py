@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 import time
@@ -67,8 +68,11 @@ def run_peer(python: Path, peer: str, folder: Path, epochs: int, model: str, siz
     if peer == "imageai" and model not in IMAGEAI_TYPES:
         return {**row, "note": f"skipped: ImageAI has no {model}"}
     extra = [IMAGEAI_TYPES[model]] if peer == "imageai" else [str(size), str(work / "ultralytics")]
-    done = subprocess.run([str(python), "-c", PEER_CODE[peer], str(folder), str(epochs), *extra],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([str(python), "-c", PEER_CODE[peer], str(folder), str(epochs), *extra],
+                              capture_output=True, text=True, timeout=1800, env={**os.environ, "YOLO_OFFLINE": "1"})
+    except subprocess.TimeoutExpired:
+        return {**row, "note": "failed: no result within 30 min"}
     seconds = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("SECONDS")]
     if done.returncode != 0 or not seconds:
         return {**row, "note": f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:120]}"}
@@ -110,7 +114,7 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--peer-python", type=Path, default=Path(__file__).resolve().parents[1] / ".peers/bin/python")
-    parser.add_argument("--peer-epochs", type=int, default=2)
+    parser.add_argument("--peer-epochs", type=int, default=2, help="0 skips the peers")
     args = parser.parse_args()
     data = need_drone()
     work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
@@ -128,6 +132,10 @@ def main() -> None:
                      "pct_of_limit": round(100 * ours / limit.train_images_per_s, 1),
                      "plain_fp32_img_s": round(plain, 1), "speedup_vs_plain": round(ours / plain, 2)})
     print_table(rows, list(rows[0]))
+    name = f"train_throughput-{args.img_size}px"
+    if args.peer_epochs <= 0:
+        write_results(name, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": []})
+        return
     peers = []
     folder = work / "materialized"
     manifest = classbench.split(data, val=0.1, test=0.3, seed=0, materialize=folder).manifest
@@ -142,8 +150,7 @@ def main() -> None:
         if ours and peer.get("peer_img_s") and ours["img_size"] == peer["img_size"]:
             peer["classbench_speedup"] = round(ours["classbench_img_s"] / peer["peer_img_s"], 2)
     print_table(peers, ["model", "img_size", "peer_img_s", "peer_seconds", "classbench_speedup", "note"])
-    write_results("train_throughput", {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                       "peers": peers})
+    write_results(name, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers})
 
 
 if __name__ == "__main__":
