@@ -19,7 +19,7 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert row.model == "test_efficientnet" and row.img_size == 32
     assert row.train_images_per_s > 0 and row.infer_images_per_s > 0 and row.infer_ms_batch1 > 0
     assert row.onnx_images_per_s > 0 and row.onnx_ms_batch1 > 0  # the ONNX Runtime path predict uses
-    assert row.pipeline_images_per_s > 0 and 0 < row.pipeline_ratio
+    assert row.pipeline_images_per_s > 0 and row.pipeline_ratio > 0
     assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
     saved = json.loads((tmp_path / "bench.json").read_text())

@@ -181,8 +181,8 @@ def _onnx_rates(model: Any, batch_size: int, size: int, repeats: int = 5) -> tup
     import numpy as np
     import torch
 
-    from classbench.exporting import OnnxSession, _onnx_bytes
     from classbench.errors import ClassbenchError
+    from classbench.exporting import OnnxSession, _onnx_bytes
 
     try:
         data, _ = _onnx_bytes(model.eval().float(), torch.randn(1, 3, size, size), None, True, False)

@@ -27,9 +27,9 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from classbench.errors import ClassbenchError
-
         from rich.markup import escape
+
+        from classbench.errors import ClassbenchError
 
         try:
             return func(*args, **kwargs)
@@ -267,7 +267,7 @@ def evaluate(
 @friendly
 def compare(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated model names [default: densenet121,inception_v3,mobilenetv2,resnet50]."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated names (default: densenet121,inception_v3,mobilenetv2,resnet50)."),
     epochs: int = typer.Option(20, help="Epoch budget, the same for every model."),
     img_size: int | None = typer.Option(None, help="Force one input size for all (default: each model's own)."),
     pretrained: bool = typer.Option(False, help="Fine-tune pretrained weights instead of training from scratch."),
