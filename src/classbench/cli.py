@@ -120,6 +120,7 @@ def train(
     monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
     freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
     lr: float | None = typer.Option(None, help="Learning rate of the head (backbone: 0.1x when fine-tuning)."),
+    grad_clip: float = typer.Option(2.0, help="Clip the gradient norm to this value (0 turns clipping off)."),
     seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
     val: float = typer.Option(0.2, help="Validation fraction when classbench makes the split."),
     test: float = typer.Option(0.1, help="Test fraction when classbench makes the split."),
@@ -146,7 +147,7 @@ def train(
             data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
             img_size=img_size, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
             augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
-            lr=lr, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
+            lr=lr, grad_clip=grad_clip, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
             devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
             compile=compile, out=str(out) if out else None, overwrite=overwrite,
         )
