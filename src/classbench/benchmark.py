@@ -95,12 +95,10 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
 
 def _manifest(data: Any, val: float, test: float, seed: int) -> Any:
     """The same split training would use (a given split is kept; a folder or plain CSV is split)."""
-    from classbench.data.split import carve_validation, split
+    from classbench.data.split import training_split
     from classbench.errors import DataError
 
-    manifest = split(Path(data), val=val, test=test, seed=seed).manifest
-    if not manifest.subset("val") and val > 0:
-        manifest = carve_validation(manifest, val, seed)
+    manifest = training_split(data, val=val, test=test, seed=seed).manifest
     if not manifest.subset("train"):
         raise DataError(f"{data}: no training images in this split; nothing to measure")
     return manifest

@@ -122,6 +122,32 @@ def _groups(report: CheckReport) -> dict[str, str]:
     return {str(s.path): names[find(dup_key(s))] for s in report.samples}
 
 
+def training_split(path: str | os.PathLike, val: float = 0.2, test: float = 0.1, test_per_class: int | None = None,
+                   seed: int = 0, out: str | os.PathLike | None = None) -> SplitResult:
+    """The split a training run uses.
+
+    A classbench manifest (every row has a split and a group: ``split`` already checked it and dropped
+    bad files) is used as written, without a second scan of every image; anything else goes through
+    :func:`split`. A given split without validation (ImageAI's train/test folders) gets a stratified
+    ``val`` carved out of train.
+    """
+    path = Path(path)
+    result = None
+    if path.suffix.lower() == ".csv" and path.is_file():
+        manifest = Manifest.load(path)
+        if manifest.samples and all(s.split and s.group for s in manifest.samples):
+            result = SplitResult(manifest, given=True, seed=seed)
+    if result is None:
+        result = split(path, val=val, test=test, test_per_class=test_per_class, seed=seed)
+    if not result.manifest.subset("val") and val > 0 and result.manifest.subset("train"):
+        result.manifest = carve_validation(result.manifest, val, seed)
+        result.warnings.append(f"{path}: the given split has no validation part; took a stratified {val:.0%} of "
+                               "train as validation (checkpoints are chosen on it, never on test)")
+    if out is not None:
+        result.csv_path = result.manifest.save(out)
+    return result
+
+
 def carve_validation(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
     """A given split without validation (e.g. ImageAI's train/test folders): move a stratified,
     group-aware ``fraction`` of train to val; test is untouched."""

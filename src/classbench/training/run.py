@@ -202,22 +202,15 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
 def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tuple[Any, str | None]:
     from classbench.data.manifest import Manifest
-    from classbench.data.split import carve_validation, split
+    from classbench.data.split import training_split
 
     saved = run_dir / "split.csv"
     if reuse and saved.is_file():
         return Manifest.load(saved), None
-    result = split(config.data, val=config.val, test=config.test, test_per_class=config.test_per_class,
-                   seed=config.seed, out=saved)
-    for message in getattr(result, "warnings", []) or []:
+    result = training_split(config.data, val=config.val, test=config.test, test_per_class=config.test_per_class,
+                            seed=config.seed, out=saved)
+    for message in result.warnings:
         warn(message)
-    manifest = result.manifest
-    if not manifest.subset("val") and config.val > 0 and manifest.subset("train"):
-        manifest = carve_validation(manifest, config.val, config.seed)
-        manifest.save(saved)
-        warn(f"{config.data}: the given split has no validation part; took a stratified {config.val:.0%} of train "
-             "as validation (checkpoints are chosen on it, never on test)")
-    result.manifest = manifest
     counts = {s: sum(result.manifest.counts(s).values()) for s in ("train", "val", "test")}
     note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} (test locked away)."
     if counts["val"] == 0:
