@@ -1,24 +1,34 @@
-"""Training throughput on drone_maritime: classbench vs the model-only limit vs a plain PyTorch+timm loop.
+"""Training throughput on drone_maritime: classbench vs the model-only limit vs a plain loop vs the peers.
 
-For each report architecture at one resolution and batch size:
-- classbench: training images/s of epochs 2+ (decoded-image cache, bf16 where native, channels_last),
-  read from the run's metrics.csv;
-- model-only limit: the same training step on synthetic tensors at the same precision (classbench bench);
-- plain loop: what most users write: torchvision ImageFolder + transforms, DataLoader, fp32, AdamW;
+For each report architecture, same data, model, resolution and batch size (32):
+- classbench: steady-state training images/s (epochs 2+, training phase, from metrics.csv) and whole-run
+  images/s (train images x epochs / wall seconds of ``classbench.train``: split, cache fill, validation and
+  checkpoints included);
+- model-only limit: the same training step on synthetic tensors at the same precision (``classbench bench``,
+  one epoch's worth of steps);
+- plain loop: what most users write (torchvision ImageFolder + transforms, DataLoader, fp32, AdamW), run in a
+  fresh interpreter so that it gets none of classbench's process settings;
 - peers (ImageAI 3.0.3, Ultralytics): run by --peer-python (default .peers/bin/python, a separate venv:
   `python3 -m venv .peers && .peers/bin/pip install imageai==3.0.3 tqdm torch==2.14.1 torchvision==0.29.1
   ultralytics`) on the same split materialised as train/val/test folders; a missing peer is skipped and
-  the reason printed. Peer images/s = train images x epochs / wall seconds (their per-epoch evaluation
-  included), the way the brief measured ImageAI (459 x 10 / 311 s = ~15 img/s).
+  the reason printed. Whole-run images/s = train images x epochs / wall seconds (the way the brief measured
+  ImageAI: 459 x 10 / 311 s = ~15 img/s); for ImageAI also the steady-state training phase of epochs 2+
+  (read from its progress bars), the like-for-like partner of classbench's steady-state rate.
+  ImageAI always trains at 224 px (InceptionV3 at 299): `--imageai-sizes` trains classbench at those sizes.
 
 Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--models a,b] [--epochs 3]
+       .venv/bin/python benchmarks/train_throughput.py --imageai-sizes --epochs 3 --peer-epochs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import need_drone, print_table, write_results  # noqa: E402
 
 import classbench  # noqa: E402
+from classbench.models import resolve_name  # noqa: E402
+from classbench.runs import environment_info  # noqa: E402
 
 MODELS = "densenet121,inception_v3,mobilenetv2,resnet50"
 IMAGEAI_TYPES = {"mobilenetv2": "MobileNetV2", "resnet50": "ResNet50", "densenet121": "DenseNet121",
                  "inception_v3": "InceptionV3"}
+IMAGEAI_SIZE = {"inception_v3": 299}  # everything else 224
 PEER_CODE = {
     # ImageAI always trains at 224 px (InceptionV3 299) and reads DATA/train + DATA/test.
     "imageai": (
@@ -52,14 +65,28 @@ PEER_CODE = {
         "print('SECONDS', time.perf_counter() - start)\n"
     ),
 }
+BAR = re.compile(r"(\d+)/(\d+) \[(\d+):(\d+)<")
+
+
+def imageai_train_phases(stderr: str, train_batches: int) -> list[float]:
+    """Seconds of each finished training-phase progress bar (tqdm, 1 s resolution), in epoch order."""
+    finished, last = [], None
+    for segment in re.split(r"[\r\n]", stderr):
+        m = BAR.search(segment)
+        if not m or m.group(1) != m.group(2) or int(m.group(2)) != train_batches:
+            last = None if m else last
+            continue
+        if segment != last:
+            finished.append(int(m.group(3)) * 60 + int(m.group(4)))
+        last = segment
+    return finished
 
 
 def run_peer(python: Path, peer: str, folder: Path, epochs: int, model: str, size: int, n_train: int,
              work: Path) -> dict:
     """Time one peer in its own interpreter; returns a row, or a row that says why it was skipped."""
-    import subprocess
-
-    row = {"model": f"{peer}:{model}", "img_size": 224 if peer == "imageai" else size}
+    row = {"model": f"{peer}:{model}", "img_size": IMAGEAI_SIZE.get(model, 224) if peer == "imageai" else size,
+           "epochs": epochs}
     if not python.is_file():
         return {**row, "note": f"skipped: no peer interpreter at {python}"}
     probe = subprocess.run([str(python), "-c", f"import {peer}"], capture_output=True, text=True)
@@ -70,16 +97,28 @@ def run_peer(python: Path, peer: str, folder: Path, epochs: int, model: str, siz
     extra = [IMAGEAI_TYPES[model]] if peer == "imageai" else [str(size), str(work / "ultralytics")]
     try:
         done = subprocess.run([str(python), "-c", PEER_CODE[peer], str(folder), str(epochs), *extra],
-                              capture_output=True, text=True, timeout=1800, env={**os.environ, "YOLO_OFFLINE": "1"})
+                              capture_output=True, text=True, timeout=3600, env={**os.environ, "YOLO_OFFLINE": "1"})
     except subprocess.TimeoutExpired:
-        return {**row, "note": "failed: no result within 30 min"}
+        return {**row, "note": "failed: no result within 60 min"}
     seconds = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("SECONDS")]
     if done.returncode != 0 or not seconds:
         return {**row, "note": f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:120]}"}
-    return {**row, "peer_img_s": round(n_train * epochs / seconds[0], 1), "peer_seconds": round(seconds[0], 1)}
+    row.update(peer_run_img_s=round(n_train * epochs / seconds[0], 1), peer_seconds=round(seconds[0], 1))
+    if peer == "imageai":
+        phases = imageai_train_phases(done.stderr, math.ceil(n_train / 32))[1:]  # epochs 2+
+        if phases:
+            row["peer_steady_img_s"] = round(n_train * len(phases) / sum(phases), 1)
+    return row
 
 
-def plain_loop_rate(data: Path, model_name: str, size: int, batch: int, steps: int = 8) -> float:
+def plain_loop_rate(model_name: str, size: int, batch: int) -> float:
+    """The hand-written fp32 timm loop, in a fresh interpreter (none of classbench's process settings)."""
+    done = subprocess.run([sys.executable, __file__, "--plain-only", model_name, "--img-size", str(size),
+                           "--batch-size", str(batch)], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def _plain_loop(data: Path, model_name: str, size: int, batch: int, steps: int = 8) -> float:
     """fp32, ImageFolder, ToTensor/Normalize per image, no cache: the hand-written timm script."""
     import timm
     import torch
@@ -90,7 +129,7 @@ def plain_loop_rate(data: Path, model_name: str, size: int, batch: int, steps: i
                              transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     ds = datasets.ImageFolder(str(data), transform=tf)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=0, drop_last=True)
-    model = timm.create_model(classbench.models.resolve_name(model_name), num_classes=len(ds.classes))
+    model = timm.create_model(resolve_name(model_name), num_classes=len(ds.classes))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     seen, start = 0, None
@@ -107,50 +146,71 @@ def plain_loop_rate(data: Path, model_name: str, size: int, batch: int, steps: i
     return seen / (time.perf_counter() - start)
 
 
+def classbench_row(data: Path, work: Path, name: str, size: int, batch: int, epochs: int) -> dict:
+    start = time.perf_counter()
+    run = classbench.train(data, model=name, out=work / name, epochs=epochs, img_size=size, batch_size=batch,
+                           progress=False, val=0.1, test=0.3)
+    wall = time.perf_counter() - start
+    with open(run.path / "metrics.csv", newline="") as fh:
+        rates = [float(r["train_images_per_s"]) for r in csv.DictReader(fh)][1:]  # epochs 2+
+    ours = sum(rates) / len(rates)
+    n_train = sum(json.loads((run.path / "summary.json").read_text())["class_counts"]["train"].values())
+    limit = classbench.bench([name], img_size=size, batch_size=batch, steps=12, warmup=3, onnx=False).rows[0]
+    plain = plain_loop_rate(name, size, batch)
+    return {"model": name, "img_size": size, "precision": limit.precision, "classbench_img_s": round(ours, 1),
+            "model_only_img_s": limit.train_images_per_s,
+            "pct_of_limit": round(100 * ours / limit.train_images_per_s, 1),
+            "whole_run_img_s": round(n_train * epochs / wall, 1), "plain_fp32_img_s": round(plain, 1),
+            "speedup_vs_plain": round(ours / plain, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--imageai-sizes", action="store_true", help="train each model at ImageAI's size (224/299)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--peer-python", type=Path, default=Path(__file__).resolve().parents[1] / ".peers/bin/python")
     parser.add_argument("--peer-epochs", type=int, default=2, help="0 skips the peers")
+    parser.add_argument("--plain-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = need_drone()
-    work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
-    rows = []
-    for name in args.models.split(","):
-        run = classbench.train(data, model=name, out=work / name, epochs=args.epochs, img_size=args.img_size,
-                               batch_size=args.batch_size, progress=False, val=0.1, test=0.3)
-        with open(run.path / "metrics.csv", newline="") as fh:
-            rates = [float(r["train_images_per_s"]) for r in csv.DictReader(fh)][1:]  # epochs 2+
-        ours = sum(rates) / len(rates)
-        limit = classbench.bench([name], img_size=args.img_size, batch_size=args.batch_size).rows[0]
-        plain = plain_loop_rate(data, name, args.img_size, args.batch_size)
-        rows.append({"model": name, "img_size": args.img_size, "precision": limit.precision,
-                     "classbench_img_s": round(ours, 1), "model_only_img_s": limit.train_images_per_s,
-                     "pct_of_limit": round(100 * ours / limit.train_images_per_s, 1),
-                     "plain_fp32_img_s": round(plain, 1), "speedup_vs_plain": round(ours / plain, 2)})
-    print_table(rows, list(rows[0]))
-    name = f"train_throughput-{args.img_size}px"
-    if args.peer_epochs <= 0:
-        write_results(name, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": []})
+    if args.plain_only:
+        print(_plain_loop(data, args.plain_only, args.img_size, args.batch_size))
         return
-    peers = []
+    work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
+    models = args.models.split(",")
+    sizes = {m: IMAGEAI_SIZE.get(m, 224) if args.imageai_sizes else args.img_size for m in models}
+    rows = [classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs) for m in models]
+    print_table(rows, list(rows[0]))
+    name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": [],
+               "environment": environment_info()}
+    if args.peer_epochs > 0:
+        payload["peers"] = _peers(args, data, work, models, rows)
+    write_results(name, payload)
+
+
+def _peers(args: argparse.Namespace, data: Path, work: Path, models: list[str], rows: list[dict]) -> list[dict]:
     folder = work / "materialized"
     manifest = classbench.split(data, val=0.1, test=0.3, seed=0, materialize=folder).manifest
     n_train = len(manifest.subset("train"))
-    for name in args.models.split(","):
-        peers.append(run_peer(args.peer_python, "imageai", folder, args.peer_epochs, name, args.img_size, n_train,
-                              work))
+    peers = [run_peer(args.peer_python, "imageai", folder, args.peer_epochs, m, args.img_size, n_train, work)
+             for m in models]
     peers.append(run_peer(args.peer_python, "ultralytics", folder, args.peer_epochs, "yolov8n-cls", args.img_size,
                           n_train, work))
     for peer in peers:
         ours = next((r for r in rows if r["model"] == peer["model"].split(":")[1]), None)
-        if ours and peer.get("peer_img_s") and ours["img_size"] == peer["img_size"]:
-            peer["classbench_speedup"] = round(ours["classbench_img_s"] / peer["peer_img_s"], 2)
-    print_table(peers, ["model", "img_size", "peer_img_s", "peer_seconds", "classbench_speedup", "note"])
-    write_results(name, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers})
+        if not ours or ours["img_size"] != peer["img_size"]:
+            continue
+        if peer.get("peer_steady_img_s"):
+            peer["steady_speedup"] = round(ours["classbench_img_s"] / peer["peer_steady_img_s"], 2)
+        if peer.get("peer_run_img_s"):
+            peer["whole_run_speedup"] = round(ours["whole_run_img_s"] / peer["peer_run_img_s"], 2)
+    print_table(peers, ["model", "img_size", "epochs", "peer_steady_img_s", "steady_speedup", "peer_run_img_s",
+                        "whole_run_speedup", "peer_seconds", "note"])
+    return peers
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
+    from classbench.speed import cpu_levers
     from classbench.training.config import resolve_channels_last, resolve_precision
     from classbench.training.module import ClassifierModule
 
@@ -73,7 +74,9 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         prec = resolve_precision(precision, "auto")
         torch.manual_seed(seed)
         n_classes = len(manifest.classes) if manifest else 10
-        module = ClassifierModule(create_model(arch, n_classes), n_classes, cfg["mean"], cfg["std"], lr=1e-3,
+        net = create_model(arch, n_classes)
+        cpu_levers(net, prec, device.type == "cuda")  # the same training step that `train` runs
+        module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=1e-3,
                                   backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
         _reset_peak_memory()
@@ -246,6 +249,9 @@ def _checkpoint_seconds(module: Any, optimizer: Any) -> float:
 def _reset_peak_memory() -> None:
     import torch
 
+    from classbench.speed import release_free_memory
+
+    release_free_memory()  # the tuned heap keeps the previous model's memory; peak RSS is per model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:

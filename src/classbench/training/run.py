@@ -80,6 +80,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
     import shutil
 
     from classbench.models import check_input_size, default_config, resolve_name
+    from classbench.speed import release_free_memory
 
     config.validate()
     arch = resolve_name(config.model)
@@ -104,6 +105,8 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
         if fresh and not worker and not (run_dir / "last.ckpt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained yet: leave no half-made run folder
         raise
+    finally:
+        release_free_memory()  # the tuned heap would otherwise keep this run's peak for the next one
 
 
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
@@ -112,6 +115,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
     from classbench.models import check_input_size, count_parameters, create_model, default_config
+    from classbench.speed import cpu_levers
     from classbench.training.callbacks import RunRecorder
     from classbench.training.loaders import build_loaders, class_weights
     from classbench.training.module import ClassifierModule
@@ -145,6 +149,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
+    levers = cpu_levers(net, precision, on_gpu)
     loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
                             config.seed, on_gpu, progress=config.progress and not worker)
     module = ClassifierModule(
@@ -166,7 +171,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
         "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "freeze_epochs": freeze_epochs,
         "cache": loaders.cache_mode, "num_params": model_meta["num_params"],
-        "mean": model_cfg["mean"], "std": model_cfg["std"],
+        "mean": model_cfg["mean"], "std": model_cfg["std"], "cpu_levers": levers,
     }
     mode = MONITORS[config.monitor]
     recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
