@@ -30,8 +30,8 @@ def measure(model: str, size: int, batch: int, steps: int, fp32dw: bool) -> dict
     import time
 
     import torch
-    import torch.nn.functional as F
 
+    from classbench.benchmark import _step
     from classbench.models import create_model, resolve_name
     from classbench.speed import fp32_strided_depthwise, tune_allocator
 
@@ -45,11 +45,7 @@ def measure(model: str, size: int, batch: int, steps: int, fp32dw: bool) -> dict
     y = torch.randint(0, 5, (batch,))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _step(net, optimizer, x, y, "bf16-mixed")  # bench's training step: bf16 autocast, backward, AdamW
 
     for _ in range(3):
         step()

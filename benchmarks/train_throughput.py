@@ -44,7 +44,12 @@ from classbench.runs import environment_info  # noqa: E402
 MODELS = "densenet121,inception_v3,mobilenetv2,resnet50"
 IMAGEAI_TYPES = {"mobilenetv2": "MobileNetV2", "resnet50": "ResNet50", "densenet121": "DenseNet121",
                  "inception_v3": "InceptionV3"}
-IMAGEAI_SIZE = {"inception_v3": 299}  # everything else 224
+
+
+def imageai_size(model: str) -> int:
+    """ImageAI's fixed training size: 224 px, InceptionV3 299."""
+    return 299 if model == "inception_v3" else 224
+
 PEER_CODE = {
     # ImageAI always trains at 224 px (InceptionV3 299) and reads DATA/train + DATA/test.
     "imageai": (
@@ -85,7 +90,7 @@ def imageai_train_phases(stderr: str, train_batches: int) -> list[float]:
 def run_peer(python: Path, peer: str, folder: Path, epochs: int, model: str, size: int, n_train: int,
              work: Path) -> dict:
     """Time one peer in its own interpreter; returns a row, or a row that says why it was skipped."""
-    row = {"model": f"{peer}:{model}", "img_size": IMAGEAI_SIZE.get(model, 224) if peer == "imageai" else size,
+    row = {"model": f"{peer}:{model}", "img_size": imageai_size(model) if peer == "imageai" else size,
            "epochs": epochs}
     if not python.is_file():
         return {**row, "note": f"skipped: no peer interpreter at {python}"}
@@ -181,7 +186,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
     models = args.models.split(",")
-    sizes = {m: IMAGEAI_SIZE.get(m, 224) if args.imageai_sizes else args.img_size for m in models}
+    sizes = {m: imageai_size(m) if args.imageai_sizes else args.img_size for m in models}
     rows = [classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs) for m in models]
     print_table(rows, list(rows[0]))
     name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"

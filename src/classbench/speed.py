@@ -21,11 +21,12 @@ from torch import nn
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameter numbers (malloc.h)
 _allocator_tuned: bool | None = None
+_libc: ctypes.CDLL | None = None
 
 
 def tune_allocator() -> bool:
     """Keep freed memory in the process heap (glibc on Linux); True when in effect. Idempotent."""
-    global _allocator_tuned
+    global _allocator_tuned, _libc
     if _allocator_tuned is not None:
         return _allocator_tuned
     _allocator_tuned = False
@@ -34,18 +35,17 @@ def tune_allocator() -> bool:
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+        _libc = ctypes.CDLL("libc.so.6")
+        _allocator_tuned = _libc.mallopt(_M_MMAP_MAX, 0) == 1 and _libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     except (OSError, AttributeError):
         return False
-    _allocator_tuned = ok
-    return ok
+    return _allocator_tuned
 
 
 def release_free_memory() -> None:
     """Hand the heap's free pages back to the OS (``malloc_trim``), e.g. before measuring peak memory."""
-    if _allocator_tuned:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if _allocator_tuned and _libc is not None:
+        _libc.malloc_trim(0)
 
 
 class Fp32Conv2d(nn.Conv2d):
