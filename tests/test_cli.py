@@ -51,12 +51,12 @@ def test_check_exits_non_zero_for_unusable_data(tmp_path) -> None:
     assert result.exit_code == 1 and "Traceback" not in result.output
 
 
-def test_predict_formats_and_markup_safe_names(trained, tmp_path) -> None:
+def test_predict_formats_and_markup_safe_names(trained, tmp_path, monkeypatch) -> None:
     data, run = trained
-    odd = tmp_path / "odd [red] [bold]name.png"
-    Image.open(next(data.glob("a/*.png"))).save(odd)
+    Image.open(next(data.glob("a/*.png"))).save(tmp_path / "odd [red] [bold]name.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    result = invoke("predict", run, odd, tmp_path / "broken.png", "--top-k", "2")
+    monkeypatch.chdir(tmp_path)  # short relative names: a long temp path would be folded over table lines
+    result = invoke("predict", run, "odd [red] [bold]name.png", "broken.png", "--top-k", "2")
     assert result.exit_code == 0, result.output
     assert "[red] [bold]name.png" in result.output and "broken.png" in result.output
     out = tmp_path / "p.json"

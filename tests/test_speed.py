@@ -105,3 +105,26 @@ def test_bf16_training_run_records_levers_and_saves_a_plain_model(tmp_path) -> N
     model, meta = load_model(run.path)
     assert meta["classes"] == ["a", "b"]
     assert not any(isinstance(m, Fp32Conv2d) for m in model.modules())  # what is saved and loaded is plain timm
+
+
+def test_fused_adamw_where_supported_and_clipping_still_applies() -> None:
+    from classbench.speed import adamw
+    from classbench.training.module import ClassifierModule
+
+    net = timm.create_model("test_efficientnet", num_classes=3)
+    module = ClassifierModule(net, 3, (0.5,) * 3, (0.5,) * 3, lr=1e-3, backbone_lr=1e-3)
+    optimizer = adamw(module.parameters(), lr=1e-3)
+    assert optimizer.defaults["fused"] is True  # torch >= 2.4 has the fused kernel on CPU
+    assert not adamw(module.parameters(), fused=False).defaults.get("fused")
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 1.0, "norm")  # Lightning's plugin would refuse a fused optimiser
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()]))
+    assert norm == pytest.approx(1.0, rel=1e-3)
+    for p in module.parameters():
+        p.grad.fill_(3.0)
+    module.configure_gradient_clipping(optimizer, 0.01, "value")
+    assert max(float(p.grad.abs().max()) for p in module.parameters()) == pytest.approx(0.01)
+    before = [p.detach().clone() for p in module.parameters()]
+    optimizer.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, module.parameters()))

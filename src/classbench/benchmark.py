@@ -3,11 +3,13 @@
 Per model: training images/s on synthetic tensors (the model-only limit at the training precision),
 fp32 inference images/s and batch-1 latency, peak memory; with ``data``, the same training step
 through the real pipeline (decoded-image cache, augmentation, loader) and an estimate of the full
-run's wall time (cache fill + epochs x (train + fp32 validation + checkpoint writes)).
+run's wall time (cache fill + loader start + epochs x (train + fp32 validation + each pass's first
+batch wait + checkpoint writes)).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import time
@@ -59,7 +61,7 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
-    from classbench.speed import cpu_levers
+    from classbench.speed import adamw, cpu_levers
     from classbench.training.config import resolve_channels_last, resolve_precision
     from classbench.training.module import ClassifierModule
 
@@ -78,15 +80,16 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         cpu_levers(net, prec, device.type == "cuda")  # the same training step that `train` runs
         module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=1e-3,
                                   backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+        optimizer = adamw(module.parameters(), lr=1e-3)  # the optimiser `train` builds
         _reset_peak_memory()
         synthetic = _synthetic_batches(batch_size, size, n_classes)
         train_ips = _train_rate(module, optimizer, synthetic, prec, steps, warmup)
         infer_ips, ms1 = _inference_rates(module, batch_size, size, device)
         row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
-        if onnx and device.type == "cpu":
-            row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(module.model, batch_size, size)
+        if onnx:  # ONNX Runtime on the CPU (edge deployment), also on a GPU machine
+            model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
+            row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(model, batch_size, size)
         if manifest is not None:
             _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup)
         rows.append(row)
@@ -218,15 +221,24 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     loaders = build_loaders(manifest, row.img_size, row.batch_size, augment, "none", "auto",
                             resolve_workers("auto", True, on_gpu), seed, on_gpu, progress=False)
     row.cache_seconds = round(time.perf_counter() - start, 2)
+    loader_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # workers start
     rate = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
+    epoch_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # each epoch refills
     row.pipeline_images_per_s = round(rate, 2)
     row.pipeline_ratio = round(rate / row.train_images_per_s, 3) if row.train_images_per_s else None
     batches = n_train // row.batch_size if n_train > row.batch_size else 1
     train_s = batches * row.batch_size / rate
     val_s = loaders.n_val / row.infer_images_per_s
-    row.estimated_run_seconds = round(row.cache_seconds + epochs * (train_s + val_s + _checkpoint_seconds(module,
-                                                                                                          optimizer)), 1)
+    per_epoch = train_s + val_s + epoch_start + _checkpoint_seconds(module, optimizer)
+    row.estimated_run_seconds = round(row.cache_seconds + loader_start + epochs * per_epoch, 1)
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
+
+
+def _first_batch_seconds(loader: Any) -> float:
+    """Wait for a new pass's first batch: worker start-up (first pass) or prefetch refill (later passes)."""
+    start = time.perf_counter()
+    next(iter(loader), None)
+    return time.perf_counter() - start
 
 
 def _cycle(loader: Any) -> Iterator[Any]:

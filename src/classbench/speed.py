@@ -7,11 +7,15 @@
 - :func:`fp32_strided_depthwise`: oneDNN's bf16 kernel for a *strided depthwise* convolution's backward pass
   is 3.6x slower than its fp32 one (32x96x112x112: 170 ms vs 47 ms), so under CPU bf16 autocast those few
   layers run in fp32 (and are more precise for it): mobilenetv2 +24-28%, efficientnet_lite0 +35%.
+- :func:`adamw`: PyTorch's fused AdamW kernel (CPU and CUDA) instead of the default multi-tensor one:
+  an inception_v3 optimiser step took 16 ms instead of 54 ms on 2 cores (mobilenetv2: 1.7 vs 6.3 ms).
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterable
+from typing import Any
 import os
 import platform
 import sys
@@ -86,3 +90,14 @@ def cpu_levers(model: nn.Module, precision: str, on_gpu: bool) -> dict[str, obje
     if precision == "bf16-mixed":
         done["fp32_strided_depthwise_convs"] = fp32_strided_depthwise(model)
     return done
+
+
+def adamw(params: Iterable[Any], fused: bool = True, **options: Any) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where this torch build has it for the parameters' device."""
+    params = list(params)
+    if not fused:
+        return torch.optim.AdamW(params, **options)
+    try:
+        return torch.optim.AdamW(params, fused=True, **options)
+    except (RuntimeError, TypeError, ValueError):  # an older torch, or a device without the fused kernel
+        return torch.optim.AdamW(params, **options)

@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
+from classbench.speed import adamw
+
 
 class ClassifierModule(L.LightningModule):
     """Wraps a timm model; batches arrive as uint8 images and are normalised on the device."""
@@ -133,12 +135,31 @@ class ClassifierModule(L.LightningModule):
             {"params": self._head_params, "lr": self.lr, "name": "head"},
         ]
         groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        # fp16 needs a GradScaler, which Lightning cannot combine with a fused optimiser and clipping
+        fused = str(getattr(self._trainer, "precision", "")) != "16-mixed"
+        optimizer = adamw(groups, fused=fused, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total // 2, int(total * self.warmup_epochs / epochs))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip here for the fused AdamW (fp32/bf16: gradients are not scaled, so clipping them is exact).
+
+        Lightning's mixed-precision plugin refuses clipping with any fused optimiser, because under fp16 the
+        gradients are still scaled at this point; :meth:`configure_optimizers` never fuses under fp16.
+        """
+        if not gradient_clip_val or not optimizer.defaults.get("fused"):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
