@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
 from _common import Timer, need_drone, print_table, write_results  # noqa: E402
 
 import classbench  # noqa: E402
-import torch  # noqa: E402
 
 
 def main() -> None:

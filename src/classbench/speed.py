@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable
-from typing import Any
 import os
 import platform
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
