@@ -99,7 +99,7 @@ def test_levers_follow_precision_and_device() -> None:
 def test_bf16_training_run_records_levers_and_saves_a_plain_model(tmp_path) -> None:
     data = make_class_folders(tmp_path / "data", {"a": 12, "b": 12})
     run = classbench.train(data, model="test_efficientnet", out=tmp_path / "run", epochs=1, img_size=32,
-                           batch_size=8, precision="bf16-mixed", progress=False)
+                           batch_size=8, precision="bf16-mixed", accelerator="cpu", progress=False)
     levers = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]["cpu_levers"]
     assert levers["fp32_strided_depthwise_convs"] == 2 and "malloc_tuned" in levers
     model, meta = load_model(run.path)
