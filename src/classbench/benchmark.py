@@ -295,8 +295,8 @@ def render_bench(result: BenchResult, console: Any) -> None:
     table = Table(title="classbench bench (this machine)", header_style="bold")
     cols = [("model", "model"), ("img_size", "px"), ("precision", "precision"), ("train_images_per_s", "train img/s"),
             ("pipeline_images_per_s", "pipeline img/s"), ("pipeline_ratio", "pipeline/limit"),
-            ("infer_images_per_s", "torch infer img/s"), ("onnx_images_per_s", "ONNX RT img/s"),
-            ("infer_ms_batch1", "torch ms (b=1)"), ("onnx_ms_batch1", "ONNX ms (b=1)"),
+            ("infer_images_per_s", "torch infer img/s"), ("onnx_images_per_s", "ONNX RT (CPU) img/s"),
+            ("infer_ms_batch1", "torch ms (b=1)"), ("onnx_ms_batch1", "ONNX CPU ms (b=1)"),
             ("peak_memory_mb", "peak MB"), ("estimated_run_seconds", "est. run")]
     for _, title in cols:
         table.add_column(title, justify="left" if title == "model" else "right", no_wrap=title == "model")
