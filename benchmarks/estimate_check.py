@@ -9,6 +9,8 @@ Usage: .venv/bin/python benchmarks/estimate_check.py [--models resnet18,mobilene
 from __future__ import annotations
 
 import argparse
+import csv
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -42,9 +44,17 @@ def main() -> None:
                      "within_20pct": abs(error) <= 0.20,
                      # where the real time went: Lightning's fit, and the epochs inside it (train + validation)
                      "fit_s": run.summary["wall_seconds_this_session"], "epochs_s": run.summary["training_seconds"],
+                     "est_epoch_s": estimate.estimated_epoch_seconds, "real_epoch_s": _median_later_epoch(run.path),
                      "est_cache_s": estimate.cache_seconds, "device": "cuda" if torch.cuda.is_available() else "cpu"})
     print_table(rows, list(rows[0]))
     write_results("estimate_check", {"args": vars(args), "rows": rows})
+
+
+def _median_later_epoch(run_dir: Path) -> float:
+    """Median epoch_seconds of epochs 2+ (train + validation), from the run's metrics.csv."""
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        seconds = [float(r["epoch_seconds"]) for r in csv.DictReader(fh)][1:] or [0.0]
+    return round(statistics.median(seconds), 2)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert row.onnx_images_per_s > 0 and row.onnx_ms_batch1 > 0  # the ONNX Runtime path predict uses
     assert row.pipeline_images_per_s > 0 and row.pipeline_ratio > 0
     assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
+    assert row.estimated_epoch_seconds > 0 and row.estimated_run_seconds >= row.epochs * row.estimated_epoch_seconds - 0.1
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][0]["model"] == "test_efficientnet" and saved["environment"]["cpu_count"] >= 1

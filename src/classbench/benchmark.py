@@ -3,8 +3,8 @@
 Per model: training images/s on synthetic tensors (the model-only limit at the training precision),
 fp32 inference images/s and batch-1 latency, peak memory; with ``data``, the same training step
 through the real pipeline (decoded-image cache, augmentation, loader) and an estimate of the full
-run's wall time (cache fill + loader start + epochs x (train + fp32 validation + each pass's first
-batch wait + checkpoint writes)).
+run's wall time (cache fill + loader start + the first validation's one-off cost + epochs x (train +
+fp32 validation through the val loader + each epoch's first-batch wait + checkpoint writes)).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class BenchRow:
     pipeline_ratio: float | None = None
     cache_seconds: float | None = None
     estimated_run_seconds: float | None = None
+    estimated_epoch_seconds: float | None = None
     epochs: int | None = None
     n_train: int | None = None
     n_val: int | None = None
@@ -87,11 +88,11 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         infer_ips, ms1 = _inference_rates(module, batch_size, size, device)
         row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
-        if onnx:  # ONNX Runtime on the CPU (edge deployment), also on a GPU machine
-            model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
-            row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(model, batch_size, size)
         if manifest is not None:
             _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup)
+        if onnx:  # ONNX Runtime on the CPU (edge deployment), also on a GPU machine; last, its threads spin
+            model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
+            row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(model, batch_size, size)
         rows.append(row)
     result = BenchResult(rows, environment_info())
     if out:
@@ -226,15 +227,42 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     row.cache_seconds = round(time.perf_counter() - start, 2)
     loader_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # workers start
     rate = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
-    epoch_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # each epoch refills
+    epoch_start = _first_batch_seconds(loaders.train)  # each epoch waits for its first batch again
+    first_val_extra, val_per_image = _validation_seconds(module, loaders.val)
     row.pipeline_images_per_s = round(rate, 2)
     row.pipeline_ratio = round(rate / row.train_images_per_s, 3) if row.train_images_per_s else None
     batches = n_train // row.batch_size if n_train > row.batch_size else 1
     train_s = batches * row.batch_size / rate
-    val_s = loaders.n_val / row.infer_images_per_s
-    per_epoch = train_s + val_s + epoch_start + _checkpoint_seconds(module, optimizer)
-    row.estimated_run_seconds = round(row.cache_seconds + loader_start + epochs * per_epoch, 1)
+    per_epoch = train_s + loaders.n_val * val_per_image + epoch_start + _checkpoint_seconds(module, optimizer)
+    row.estimated_epoch_seconds = round(per_epoch, 2)
+    row.estimated_run_seconds = round(row.cache_seconds + loader_start + first_val_extra + epochs * per_epoch, 1)
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
+
+
+def _validation_seconds(module: Any, loader: Any, max_batches: int = 3) -> tuple[float, float]:
+    """fp32 validation through the real val loader, up to ``max_batches``, twice.
+
+    Returns (the first pass's one-off extra: new batch shapes, kernels loaded on first use; seconds per
+    image of the second pass).
+    """
+    import torch
+
+    device = next(module.parameters()).device
+    passes = []
+    module.eval()
+    with torch.inference_mode():
+        for _ in range(2):
+            start, seen = time.perf_counter(), 0
+            for i, (images, labels) in enumerate(loader):
+                module(images.to(device, non_blocking=True))
+                seen += int(labels.numel())
+                if i + 1 >= max_batches:
+                    break
+            _sync()
+            passes.append((time.perf_counter() - start, seen))
+    module.train()
+    (first, seen), (second, _) = passes
+    return max(first - second, 0.0), second / max(seen, 1)
 
 
 def _first_batch_seconds(loader: Any) -> float:
@@ -306,7 +334,8 @@ def render_bench(result: BenchResult, console: Any) -> None:
         for key, _ in cols:
             v = values.get(key)
             if key == "estimated_run_seconds" and v is not None:
-                cells.append(f"{_duration(v)} ({row.epochs} ep)")
+                each = f" of {_duration(row.estimated_epoch_seconds)}" if row.estimated_epoch_seconds else ""
+                cells.append(f"{_duration(v)} ({row.epochs} ep{each})")
             else:
                 cells.append("-" if v is None else str(v))
         table.add_row(*cells)
@@ -316,6 +345,8 @@ def render_bench(result: BenchResult, console: Any) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
