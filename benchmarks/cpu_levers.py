@@ -45,7 +45,7 @@ def measure(model: str, size: int, batch: int, steps: int, fp32dw: bool) -> dict
     y = torch.randint(0, 5, (batch,))
 
     def step() -> None:
-        _step(net, optimizer, x, y, "bf16-mixed")  # bench's training step: bf16 autocast, backward, AdamW
+        _step(net, optimizer, x, y, "bf16-mixed")  # bench's training step: bf16 autocast, backward, clipping, AdamW
 
     for _ in range(3):
         step()

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import need_drone, print_table, write_results  # noqa: E402
 
 import classbench  # noqa: E402
+from classbench.benchmark import BenchRow  # noqa: E402
 from classbench.models import resolve_name  # noqa: E402
 from classbench.runs import environment_info  # noqa: E402
 
@@ -151,7 +152,7 @@ def _plain_loop(data: Path, model_name: str, size: int, batch: int, steps: int =
     return seen / (time.perf_counter() - start)
 
 
-def model_only_limit(name: str, size: int, batch: int) -> object:
+def model_only_limit(name: str, size: int, batch: int) -> BenchRow:
     """The same training step on synthetic tensors, one epoch's worth of steps (12 x 32 of 393 images)."""
     return classbench.bench([name], img_size=size, batch_size=batch, steps=12, warmup=3, onnx=False).rows[0]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.runs import atomic_write_json, environment_info
+from classbench.training.config import DEFAULT_GRAD_CLIP
 
 
 @dataclass
@@ -121,8 +122,9 @@ def _synthetic_batches(batch_size: int, size: int, n_classes: int) -> Iterator[t
         yield images, labels
 
 
-def _step(module: Any, optimizer: Any, images: Any, labels: Any, precision: str, grad_clip: float = 2.0) -> None:
-    """`train`'s step without the framework: autocast forward, backward, gradient clipping (its default 2.0), AdamW."""
+def _step(module: Any, optimizer: Any, images: Any, labels: Any, precision: str,
+          grad_clip: float = DEFAULT_GRAD_CLIP) -> None:
+    """`train`'s step without the framework: autocast forward, backward, gradient clipping, AdamW."""
     import torch
     import torch.nn.functional as F
 

@@ -15,6 +15,7 @@ AUGMENT_KINDS = ("none", "light", "strong", "aerial")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}
 IMBALANCE_THRESHOLD = 3.0
+DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
 
 
 @dataclass
@@ -41,7 +42,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     freeze_epochs: int | None = None
-    grad_clip: float = 2.0
+    grad_clip: float = DEFAULT_GRAD_CLIP
     val: float = 0.2
     test: float = 0.1
     test_per_class: int | None = None

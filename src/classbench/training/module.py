@@ -136,14 +136,12 @@ class ClassifierModule(L.LightningModule):
         ]
         groups = [g for g in groups if g["params"]]
         # fp16 needs a GradScaler, which Lightning cannot combine with a fused optimiser and clipping
-        fused = str(getattr(self._trainer, "precision", "")) != "16-mixed"
-        optimizer = adamw(groups, fused=fused, weight_decay=self.weight_decay)
+        optimizer = adamw(groups, fused=self.trainer.precision != "16-mixed", weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total // 2, int(total * self.warmup_epochs / epochs))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
