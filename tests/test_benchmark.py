@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import classbench
 from tests.synth import make_class_folders
 
@@ -22,6 +24,11 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert row.pipeline_images_per_s > 0 and row.pipeline_ratio > 0
     assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
     assert row.estimated_epoch_seconds > 0 and row.estimated_run_seconds >= row.epochs * row.estimated_epoch_seconds - 0.1
+    parts = row.estimate_parts  # the estimate is the sum of its published parts
+    once = parts["cache"] + parts["loader_start"] + parts["first_validation_extra"]
+    per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
+    assert parts["epoch_train"] > 0 and parts["epoch_validation"] > 0 and parts["epoch_checkpoint"] > 0
+    assert row.estimated_run_seconds == pytest.approx(once + 3 * per_epoch, abs=0.1)
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][0]["model"] == "test_efficientnet" and saved["environment"]["cpu_count"] >= 1

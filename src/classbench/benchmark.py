@@ -40,6 +40,7 @@ class BenchRow:
     cache_seconds: float | None = None
     estimated_run_seconds: float | None = None
     estimated_epoch_seconds: float | None = None
+    estimate_parts: dict[str, float] | None = None  # seconds: where the estimate comes from
     epochs: int | None = None
     n_train: int | None = None
     n_val: int | None = None
@@ -234,8 +235,11 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     row.pipeline_images_per_s = round(rate, 2)
     row.pipeline_ratio = round(rate / row.train_images_per_s, 3) if row.train_images_per_s else None
     batches = n_train // row.batch_size if n_train > row.batch_size else 1
-    train_s = batches * row.batch_size / rate
-    per_epoch = train_s + loaders.n_val * val_per_image + epoch_start + _checkpoint_seconds(module, optimizer)
+    parts = {"cache": row.cache_seconds, "loader_start": loader_start, "first_validation_extra": first_val_extra,
+             "epoch_train": batches * row.batch_size / rate, "epoch_validation": loaders.n_val * val_per_image,
+             "epoch_first_batch_wait": epoch_start, "epoch_checkpoint": _checkpoint_seconds(module, optimizer)}
+    per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
+    row.estimate_parts = {k: round(v, 3) for k, v in parts.items()}
     row.estimated_epoch_seconds = round(per_epoch, 2)
     row.estimated_run_seconds = round(row.cache_seconds + loader_start + first_val_extra + epochs * per_epoch, 1)
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from classbench.models import save_model
 from classbench.runs import atomic_write_csv
@@ -34,6 +35,7 @@ class RunRecorder(L.Callback):
         self._epoch_start = self._train_end = 0.0
         self._images = 0
         self._batch_start = 0.0
+        self.images_per_s = 0.0
 
     # -- timing --------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,9 +48,8 @@ class RunRecorder(L.Callback):
         n = int(batch[1].numel()) * max(1, trainer.world_size)
         self._images += n
         self._train_end = now
-        rate = n / max(now - self._batch_start, 1e-9)
+        self.images_per_s = n / max(now - self._batch_start, 1e-9)  # shown by ProgressBar
         self._batch_start = now
-        pl_module.log("img_s", float(rate), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
 
     # -- one row per epoch -----------------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,6 +89,24 @@ class RunRecorder(L.Callback):
         self.rows = list(state_dict.get("rows", []))
         self.best_value = state_dict.get("best_value")
         self.best_epoch = state_dict.get("best_epoch")
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar that shows the recorder's images/s and reads the logged values (loss, val_f1) at most
+    every ``metrics_every`` seconds: reading a value on the GPU waits for the step, so reading it after every
+    step would leave the GPU idle while the CPU prepares the next one."""
+
+    def __init__(self, recorder: RunRecorder, metrics_every: float = 0.5) -> None:
+        super().__init__(leave=True)
+        self.recorder, self.metrics_every = recorder, metrics_every
+        self._metrics: dict[str, Any] = {}
+        self._read_at = float("-inf")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        now = time.perf_counter()
+        if now - self._read_at >= self.metrics_every or trainer.state.stage != "train":
+            self._metrics, self._read_at = super().get_metrics(trainer, pl_module), now
+        return {**self._metrics, "img_s": f"{self.recorder.images_per_s:.0f}"}
 
 
 def _current_lr(trainer: L.Trainer) -> float:

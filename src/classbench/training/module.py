@@ -10,14 +10,41 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from classbench.speed import adamw
 
 
+class WeightedMean(Metric):
+    """Mean of per-batch values weighted by batch size, summed across processes under DDP.
+
+    Unlike ``MeanMetric`` it checks nothing per update: a check reads the value back to the host, which on
+    a GPU makes the CPU wait for the step to finish. A NaN loss stays NaN (and visible in metrics.csv).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: int) -> None:
+        self.total += value.detach().float() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight
+
+
 class ClassifierModule(L.LightningModule):
-    """Wraps a timm model; batches arrive as uint8 images and are normalised on the device."""
+    """Wraps a timm model; batches arrive as uint8 images and are normalised on the device.
+
+    No step reads a value back to the host: predictions are kept on the device and the class metrics are
+    updated once per epoch, so a GPU never waits for the CPU between steps (torchmetrics' per-update
+    ``bincount`` and argument checks would each wait for the step to finish).
+    """
 
     def __init__(
         self,
@@ -47,7 +74,9 @@ class ClassifierModule(L.LightningModule):
         head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
         self._head_params = [p for p in model.parameters() if id(p) in head_ids]
         self._backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss = WeightedMean(), WeightedMean()
+        self._train_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_f1 = MulticlassF1Score(num_classes, average="macro")
         self.train_bacc = MulticlassRecall(num_classes, average="macro")
@@ -70,9 +99,8 @@ class ClassifierModule(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        self.train_loss.update(loss.detach(), weight=labels.numel())
-        for metric in (self.train_acc, self.train_f1, self.train_bacc):
-            metric.update(logits.detach(), labels)
+        self.train_loss.update(loss, weight=labels.numel())
+        self._train_outputs.append((logits.detach().argmax(1), labels))
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=labels.numel())
         return loss
 
@@ -82,13 +110,14 @@ class ClassifierModule(L.LightningModule):
         with torch.autocast(device_type=self.device.type, enabled=False):
             logits = self(images).float()
         self.val_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
-        for metric in (self.val_acc, self.val_f1, self.val_bacc):
-            metric.update(logits, labels)
+        self._val_outputs.append((logits.argmax(1), labels))
 
     def on_train_epoch_start(self) -> None:
         self._set_backbone_frozen(self.current_epoch < self.freeze_epochs)
 
     def on_validation_epoch_end(self) -> None:
+        _update_from(self._val_outputs, (self.val_acc, self.val_f1, self.val_bacc))
+        _update_from(self._train_outputs, (self.train_acc, self.train_f1, self.train_bacc))
         if self.trainer.sanity_checking:
             for metric in (self.val_loss, self.val_acc, self.val_f1, self.val_bacc):
                 metric.reset()
@@ -99,7 +128,7 @@ class ClassifierModule(L.LightningModule):
             "val_macro_f1": self.val_f1.compute(),
             "val_balanced_acc": self.val_bacc.compute(),
         }
-        if self.train_loss.update_count:
+        if self.train_loss.update_called:
             values["train_loss"] = self.train_loss.compute()
             values["train_acc"] = self.train_acc.compute()
             values["train_macro_f1"] = self.train_f1.compute()
@@ -158,6 +187,16 @@ class ClassifierModule(L.LightningModule):
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
         else:
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+
+
+def _update_from(outputs: list[tuple[torch.Tensor, torch.Tensor]], metrics: Sequence[Metric]) -> None:
+    """Feed the predictions kept since the last call to ``metrics`` in one update each, then forget them."""
+    if not outputs:
+        return
+    preds, labels = torch.cat([p for p, _ in outputs]), torch.cat([y for _, y in outputs])
+    outputs.clear()
+    for metric in metrics:
+        metric.update(preds, labels)
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.01) -> float:

@@ -112,11 +112,11 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from classbench.models import check_input_size, count_parameters, create_model, default_config
     from classbench.speed import cpu_levers
-    from classbench.training.callbacks import RunRecorder
+    from classbench.training.callbacks import ProgressBar, RunRecorder
     from classbench.training.loaders import build_loaders, class_weights
     from classbench.training.module import ClassifierModule
 
@@ -183,13 +183,13 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
     if config.progress and not worker:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(ProgressBar(recorder))
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.strategy, precision=precision,
         gradient_clip_val=config.grad_clip or None, callbacks=callbacks, logger=False,
         enable_progress_bar=config.progress and not worker, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=1,
+        num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=50,
     )
     if trainer.is_global_zero and resume_from is None:
         _write_config(run_dir, config, manifest, trainer)
