@@ -11,7 +11,8 @@ For each report architecture, same data, model, resolution and batch size (32):
 - peers (ImageAI 3.0.3, Ultralytics): run by --peer-python (default .peers/bin/python, a separate venv:
   `python3 -m venv .peers && .peers/bin/pip install imageai==3.0.3 tqdm torch==2.14.1 torchvision==0.29.1
   ultralytics`) on the same split materialised as train/val/test folders; a missing peer is skipped and
-  the reason printed. Whole-run images/s = train images x epochs / wall seconds (the way the brief measured
+  the reason printed; each model's ImageAI run follows classbench's run of that model (the VM's speed drifts over
+  tens of minutes, so a pair run back to back compares like with like). Whole-run images/s = train images x epochs / wall seconds (the way the brief measured
   ImageAI: 459 x 10 / 311 s = ~15 img/s); for ImageAI also the steady-state training phase of epochs 2+
   (read from its progress bars), the like-for-like partner of classbench's steady-state rate.
   ImageAI always trains at 224 px (InceptionV3 at 299): `--imageai-sizes` trains classbench at those sizes.
@@ -196,24 +197,32 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
     models = args.models.split(",")
     sizes = {m: imageai_size(m) if args.imageai_sizes else args.img_size for m in models}
-    rows = [classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs) for m in models]
+    peer_data = _materialize(data, work) if args.peer_epochs > 0 else None
+    rows, peers = [], []
+    for m in models:  # each model's ImageAI run right after ours: the VM's speed drifts over tens of minutes
+        rows.append(classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs))
+        if peer_data:
+            peers.append(run_peer(args.peer_python, "imageai", peer_data[0], args.peer_epochs, m, args.img_size,
+                                  peer_data[1], work))
     print_table(rows, list(rows[0]))
+    if peer_data:
+        peers.append(run_peer(args.peer_python, "ultralytics", peer_data[0], args.peer_epochs, "yolov8n-cls",
+                              args.img_size, peer_data[1], work))
+        _speedups(rows, peers)
     name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": [],
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers,
                "environment": environment_info()}
-    if args.peer_epochs > 0:
-        payload["peers"] = _peers(args, data, work, models, rows)
     write_results(name, payload)
 
 
-def _peers(args: argparse.Namespace, data: Path, work: Path, models: list[str], rows: list[dict]) -> list[dict]:
+def _materialize(data: Path, work: Path) -> tuple[Path, int]:
+    """The same split as train/val/test folders (what the peers read); returns the folder and its train size."""
     folder = work / "materialized"
     manifest = classbench.split(data, val=0.1, test=0.3, seed=0, materialize=folder).manifest
-    n_train = len(manifest.subset("train"))
-    peers = [run_peer(args.peer_python, "imageai", folder, args.peer_epochs, m, args.img_size, n_train, work)
-             for m in models]
-    peers.append(run_peer(args.peer_python, "ultralytics", folder, args.peer_epochs, "yolov8n-cls", args.img_size,
-                          n_train, work))
+    return folder, len(manifest.subset("train"))
+
+
+def _speedups(rows: list[dict], peers: list[dict]) -> None:
     for peer in peers:
         ours = next((r for r in rows if r["model"] == peer["model"].split(":")[1]), None)
         if not ours or ours["img_size"] != peer["img_size"]:
@@ -224,7 +233,6 @@ def _peers(args: argparse.Namespace, data: Path, work: Path, models: list[str], 
             peer["whole_run_speedup"] = round(ours["whole_run_img_s"] / peer["peer_run_img_s"], 2)
     print_table(peers, ["model", "img_size", "epochs", "peer_steady_img_s", "steady_speedup", "peer_run_img_s",
                         "whole_run_speedup", "peer_seconds", "note"])
-    return peers
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """CPU speed levers: the allocator setting really stops re-faulting freed memory; the fp32 depthwise swap
-changes nothing but the compute dtype of exactly the strided depthwise convolutions."""
+changes nothing but the compute dtype of exactly the strided depthwise convolutions; out-of-place
+activations change no value or gradient."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from torch import nn
 
 import classbench
 from classbench.models import load_model
-from classbench.speed import Fp32Conv2d, cpu_levers, fp32_strided_depthwise
+from classbench.speed import Fp32Conv2d, cpu_levers, fp32_strided_depthwise, out_of_place_activations
 from tests.synth import make_class_folders
 
 FAULTS = """
@@ -87,10 +89,29 @@ def test_fp32_swap_touches_only_strided_depthwise_and_keeps_parameters() -> None
     assert weight.grad is not None and weight.grad.dtype == torch.float32
 
 
+def test_out_of_place_activations_compute_the_same_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv2_035", num_classes=3).to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    assert out_of_place_activations(model) == 35  # every ReLU6 of mobilenetv2
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert out_of_place_activations(model) == 0  # idempotent
+    for net in (model, reference):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x).float().sum().backward()
+    grads = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[name].grad), name
+
+
 def test_levers_follow_precision_and_device() -> None:
     net = timm.create_model("test_efficientnet", num_classes=3)
-    assert cpu_levers(net, "32", on_gpu=False).get("fp32_strided_depthwise_convs") is None
     assert cpu_levers(net, "bf16-mixed", on_gpu=True) == {}
+    assert sum(getattr(m, "inplace", False) is True for m in net.modules()) == 11  # a GPU keeps them in place
+    done = cpu_levers(net, "32", on_gpu=False)
+    assert done.get("fp32_strided_depthwise_convs") is None and done["out_of_place_activations"] == 11
+    net = timm.create_model("test_efficientnet", num_classes=3)
     done = cpu_levers(net, "bf16-mixed", on_gpu=False)
     assert done["fp32_strided_depthwise_convs"] == 2
     assert sum(isinstance(m, Fp32Conv2d) for m in net.modules()) == 2
