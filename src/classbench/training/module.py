@@ -42,8 +42,8 @@ class ClassifierModule(L.LightningModule):
     """Wraps a timm model; batches arrive as uint8 images and are normalised on the device.
 
     No step reads a value back to the host: predictions are kept on the device and the class metrics are
-    updated once per epoch, so a GPU never waits for the CPU between steps (torchmetrics' per-update
-    ``bincount`` and argument checks would each wait for the step to finish).
+    updated once per epoch, so on a GPU the CPU queues the next step while the GPU still works on this one
+    (torchmetrics' per-update ``bincount`` and argument checks would each wait for the step to finish).
     """
 
     def __init__(
