@@ -1,4 +1,5 @@
-"""ClassifierModule's epoch metrics equal a direct computation from the same predictions."""
+"""ClassifierModule's epoch metrics equal a direct computation from the same predictions; the progress bar
+reads logged values (a GPU wait each) at most once per interval."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def test_epoch_metrics_match_a_direct_computation() -> None:
     assert got["val_loss"] == pytest.approx(F.cross_entropy(val_logits, val_y).item(), rel=1e-4)
     for key in ("acc", "balanced_acc", "macro_f1"):
         assert got[f"val_{key}"] == pytest.approx(expected[key], abs=1e-6), key
+
+
+def test_progress_bar_reads_logged_values_at_most_every_interval(monkeypatch, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from classbench.training.callbacks import ProgressBar, RunRecorder
+
+    reads = []
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: reads.append(1) or {"loss": 1.0})
+    recorder = RunRecorder(tmp_path, "val_macro_f1", "max", {})
+    recorder.images_per_s = 123.4
+    bar = ProgressBar(recorder, metrics_every=60.0)
+    training = SimpleNamespace(state=SimpleNamespace(stage="train"))
+    for _ in range(5):  # every step of an epoch: one read (each read makes a GPU wait for the step)
+        assert bar.get_metrics(training, None) == {"loss": 1.0, "img_s": "123"}
+    assert len(reads) == 1
+    bar.get_metrics(SimpleNamespace(state=SimpleNamespace(stage="validate")), None)  # validation: fresh values
+    assert len(reads) == 2
+    bar.metrics_every = 0.0
+    bar.get_metrics(training, None)
+    assert len(reads) == 3
