@@ -74,7 +74,7 @@ def main() -> None:
                   "batch_size": args.batch_size}
         estimate = fresh(BENCH, common)
         real = fresh(TRAIN, {**common, "out": str(work / name)})
-        run_dir, seconds = Path(real["path"]), real["seconds"]
+        seconds, epoch_seconds = real["seconds"], _epoch_seconds(Path(real["path"]))
         error = (estimate["estimated_run_seconds"] - seconds) / seconds
         rows.append({"model": name, "epochs": args.epochs, "estimate_s": estimate["estimated_run_seconds"],
                      "real_s": round(seconds, 1), "error_pct": round(100 * error, 1),
@@ -82,8 +82,9 @@ def main() -> None:
                      # where the real time went: Lightning's fit, and the epochs inside it (train + validation)
                      "fit_s": real["summary"]["wall_seconds_this_session"],
                      "epochs_s": real["summary"]["training_seconds"],
-                     "est_epoch_s": estimate["estimated_epoch_seconds"], "real_epoch_s": _median_later_epoch(run_dir),
-                     "est_cache_s": estimate["cache_seconds"], "real_first_epoch_s": _epoch_seconds(run_dir)[0],
+                     "est_epoch_s": estimate["estimated_epoch_seconds"],
+                     "real_epoch_s": round(statistics.median(epoch_seconds[1:] or [0.0]), 2),  # epochs 2+
+                     "est_cache_s": estimate["cache_seconds"], "real_first_epoch_s": epoch_seconds[0],
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "estimate_parts": estimate["estimate_parts"]})
     print_table(rows, [k for k in rows[0] if k != "estimate_parts"])
@@ -96,11 +97,6 @@ def _epoch_seconds(run_dir: Path) -> list[float]:
     """epoch_seconds (train + validation) of each epoch, from the run's metrics.csv."""
     with open(run_dir / "metrics.csv", newline="") as fh:
         return [float(r["epoch_seconds"]) for r in csv.DictReader(fh)]
-
-
-def _median_later_epoch(run_dir: Path) -> float:
-    """Median epoch_seconds of epochs 2+."""
-    return round(statistics.median(_epoch_seconds(run_dir)[1:] or [0.0]), 2)
 
 
 if __name__ == "__main__":

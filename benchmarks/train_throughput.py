@@ -11,10 +11,11 @@ For each report architecture, same data, model, resolution and batch size (32):
 - peers (ImageAI 3.0.3, Ultralytics): run by --peer-python (default .peers/bin/python, a separate venv:
   `python3 -m venv .peers && .peers/bin/pip install imageai==3.0.3 tqdm torch==2.14.1 torchvision==0.29.1
   ultralytics`) on the same split materialised as train/val/test folders; a missing peer is skipped and
-  the reason printed; each model's ImageAI run follows classbench's run of that model (the VM's speed drifts over
-  tens of minutes, so a pair run back to back compares like with like). Whole-run images/s = train images x epochs / wall seconds (the way the brief measured
-  ImageAI: 459 x 10 / 311 s = ~15 img/s); for ImageAI also the steady-state training phase of epochs 2+
-  (read from its progress bars), the like-for-like partner of classbench's steady-state rate.
+  the reason printed; each model's ImageAI run follows classbench's run of that model (the VM's speed drifts
+  over tens of minutes, so a pair run back to back compares like with like). Whole-run images/s = train
+  images x epochs / wall seconds (the way the brief measured ImageAI: 459 x 10 / 311 s = ~15 img/s); for
+  ImageAI also the steady-state training phase of epochs 2+ (read from its progress bars), the like-for-like
+  partner of classbench's steady-state rate.
   ImageAI always trains at 224 px (InceptionV3 at 299): `--imageai-sizes` trains classbench at those sizes.
 
 Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--models a,b] [--epochs 3]
@@ -24,8 +25,6 @@ Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--model
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
 import re
@@ -164,10 +163,8 @@ def classbench_row(data: Path, work: Path, name: str, size: int, batch: int, epo
     run = classbench.train(data, model=name, out=work / name, epochs=epochs, img_size=size, batch_size=batch,
                            progress=False, val=0.1, test=0.3)
     wall = time.perf_counter() - start
-    with open(run.path / "metrics.csv", newline="") as fh:
-        rates = [float(r["train_images_per_s"]) for r in csv.DictReader(fh)][1:]  # epochs 2+
-    ours = sum(rates) / len(rates)
-    n_train = sum(json.loads((run.path / "summary.json").read_text())["class_counts"]["train"].values())
+    ours = run.summary["train_images_per_s"]  # mean of epochs 2+, from metrics.csv
+    n_train = sum(run.summary["class_counts"]["train"].values())
     after = model_only_limit(name, size, batch)
     limit = (before.train_images_per_s + after.train_images_per_s) / 2
     plain = plain_loop_rate(name, size, batch)

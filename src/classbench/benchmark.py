@@ -239,9 +239,10 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
              "epoch_train": batches * row.batch_size / rate, "epoch_validation": loaders.n_val * val_per_image,
              "epoch_first_batch_wait": epoch_start, "epoch_checkpoint": _checkpoint_seconds(module, optimizer)}
     per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
+    once = sum(v for k, v in parts.items() if not k.startswith("epoch_"))
     row.estimate_parts = {k: round(v, 3) for k, v in parts.items()}
     row.estimated_epoch_seconds = round(per_epoch, 2)
-    row.estimated_run_seconds = round(row.cache_seconds + loader_start + first_val_extra + epochs * per_epoch, 1)
+    row.estimated_run_seconds = round(once + epochs * per_epoch, 1)
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
 
 
