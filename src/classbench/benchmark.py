@@ -226,12 +226,13 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     start = time.perf_counter()
     on_gpu = torch.cuda.is_available()
     loaders = build_loaders(manifest, row.img_size, row.batch_size, augment, "none", "auto",
-                            resolve_workers("auto", True, on_gpu), seed, on_gpu, progress=False)
+                            resolve_workers("auto", True, on_gpu), seed, on_gpu, progress=False, continuous=True)
     row.cache_seconds = round(time.perf_counter() - start, 2)
     loader_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # workers start
     rate = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
-    epoch_start = _first_batch_seconds(loaders.train)  # each epoch waits for its first batch again
-    first_val_extra, val_per_image = _validation_seconds(module, loaders.val)
+    first_val_extra, val_per_image = _validation_seconds(module, loaders.val)  # train workers run on meanwhile
+    epoch_start = _first_batch_seconds(loaders.train)  # what a new epoch waits for its first batch
+    loaders.close()
     row.pipeline_images_per_s = round(rate, 2)
     row.pipeline_ratio = round(rate / row.train_images_per_s, 3) if row.train_images_per_s else None
     batches = n_train // row.batch_size if n_train > row.batch_size else 1
