@@ -19,6 +19,22 @@ def need_drone() -> Path:
     return DRONE
 
 
+def replicate(data: Path, factor: int, target: Path) -> Path:
+    """factor copies of every image, each copy a distinct file (one pixel nudged) so caches can't dedupe."""
+    from PIL import Image
+
+    for cls in sorted(p for p in data.iterdir() if p.is_dir()):
+        out = target / cls.name
+        out.mkdir(parents=True, exist_ok=True)
+        for src in sorted(cls.glob("*.png")):
+            img = Image.open(src).convert("RGB")
+            for k in range(factor):
+                copy = img.copy()
+                copy.putpixel((0, 0), (k % 256, 0, 0))
+                copy.save(out / f"{src.stem}_x{k}.png")
+    return target
+
+
 def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

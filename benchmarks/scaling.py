@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml  # noqa: E402
-from _common import need_drone, print_table, write_results  # noqa: E402
+from _common import need_drone, print_table, replicate, write_results  # noqa: E402
 
 # Runs the CLI in-process, then prints the process's own peak RSS in KiB as the last line.
 MEASURE = """
@@ -34,22 +34,6 @@ except SystemExit as exit_:
         raise
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def replicate(data: Path, factor: int, target: Path) -> Path:
-    """factor copies of every image, each copy a distinct file (one pixel nudged) so caches can't dedupe."""
-    from PIL import Image
-
-    for cls in sorted(p for p in data.iterdir() if p.is_dir()):
-        out = target / cls.name
-        out.mkdir(parents=True, exist_ok=True)
-        for src in sorted(cls.glob("*.png")):
-            img = Image.open(src).convert("RGB")
-            for k in range(factor):
-                copy = img.copy()
-                copy.putpixel((0, 0), (k % 256, 0, 0))
-                copy.save(out / f"{src.stem}_x{k}.png")
-    return target
 
 
 def main() -> None:

@@ -17,8 +17,10 @@ For each report architecture, same data, model, resolution and batch size (32):
   ImageAI also the steady-state training phase of epochs 2+ (read from its progress bars), the like-for-like
   partner of classbench's steady-state rate.
   ImageAI always trains at 224 px (InceptionV3 at 299): `--imageai-sizes` trains classbench at those sizes.
+``--replicate N`` trains on N distinct copies of every image: on a GPU an epoch of drone_maritime is 12
+steps in about 0.3 s, too short to time (the GPU is still raising its clocks); 8 copies make it ~100 steps.
 
-Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--models a,b] [--epochs 3]
+Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--models a,b] [--epochs 3] [--replicate 1]
        .venv/bin/python benchmarks/train_throughput.py --imageai-sizes --epochs 3 --peer-epochs 3
 """
 
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import need_drone, print_table, write_results  # noqa: E402
+from _common import need_drone, print_table, replicate, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 from classbench.benchmark import BenchRow  # noqa: E402
@@ -152,20 +154,20 @@ def _plain_loop(data: Path, model_name: str, size: int, batch: int, steps: int =
     return seen / (time.perf_counter() - start)
 
 
-def model_only_limit(name: str, size: int, batch: int) -> BenchRow:
-    """The same training step on synthetic tensors, one epoch's worth of steps (12 x 32 of 393 images)."""
-    return classbench.bench([name], img_size=size, batch_size=batch, steps=12, warmup=3, onnx=False).rows[0]
+def model_only_limit(name: str, size: int, batch: int, copies: int) -> BenchRow:
+    """The same training step on synthetic tensors, one epoch's worth of steps (12 x 32 of 393 images per copy)."""
+    return classbench.bench([name], img_size=size, batch_size=batch, steps=12 * copies, warmup=3, onnx=False).rows[0]
 
 
-def classbench_row(data: Path, work: Path, name: str, size: int, batch: int, epochs: int) -> dict:
-    before = model_only_limit(name, size, batch)  # measured on both sides of the run: this VM drifts by +-5%
+def classbench_row(data: Path, work: Path, name: str, size: int, batch: int, epochs: int, copies: int) -> dict:
+    before = model_only_limit(name, size, batch, copies)  # measured on both sides of the run: this VM drifts by +-5%
     start = time.perf_counter()
     run = classbench.train(data, model=name, out=work / name, epochs=epochs, img_size=size, batch_size=batch,
                            progress=False, val=0.1, test=0.3)
     wall = time.perf_counter() - start
     ours = run.summary["train_images_per_s"]  # mean of epochs 2+, from metrics.csv
     n_train = sum(run.summary["class_counts"]["train"].values())
-    after = model_only_limit(name, size, batch)
+    after = model_only_limit(name, size, batch, copies)
     limit = (before.train_images_per_s + after.train_images_per_s) / 2
     plain = plain_loop_rate(name, size, batch)
     return {"model": name, "img_size": size, "precision": after.precision, "classbench_img_s": round(ours, 1),
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--replicate", type=int, default=1, help="train on N distinct copies of every image")
     parser.add_argument("--peer-python", type=Path, default=Path(__file__).resolve().parents[1] / ".peers/bin/python")
     parser.add_argument("--peer-epochs", type=int, default=2, help="0 skips the peers")
     parser.add_argument("--plain-only", help=argparse.SUPPRESS)
@@ -192,12 +195,14 @@ def main() -> None:
         print(_plain_loop(data, args.plain_only, args.img_size, args.batch_size))
         return
     work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
+    if args.replicate > 1:
+        data = replicate(data, args.replicate, work / f"data-x{args.replicate}")
     models = args.models.split(",")
     sizes = {m: imageai_size(m) if args.imageai_sizes else args.img_size for m in models}
     peer_data = _materialize(data, work) if args.peer_epochs > 0 else None
     rows, peers = [], []
     for m in models:  # each model's ImageAI run right after ours: the VM's speed drifts over tens of minutes
-        rows.append(classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs))
+        rows.append(classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs, args.replicate))
         if peer_data:
             peers.append(run_peer(args.peer_python, "imageai", peer_data[0], args.peer_epochs, m, args.img_size,
                                   peer_data[1], work))
@@ -207,6 +212,7 @@ def main() -> None:
                               args.img_size, peer_data[1], work))
         _speedups(rows, peers)
     name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"
+    name += f"-x{args.replicate}" if args.replicate > 1 else ""
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers,
                "environment": environment_info()}
     write_results(name, payload)
