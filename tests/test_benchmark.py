@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 import classbench
+from classbench.benchmark import _synthetic_batches, _train_rate
 from tests.synth import make_class_folders
 
 
@@ -25,13 +28,33 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
     assert row.estimated_epoch_seconds > 0 and row.estimated_run_seconds >= row.epochs * row.estimated_epoch_seconds - 0.1
     parts = row.estimate_parts  # the estimate is the sum of its published parts
-    once = parts["cache"] + parts["loader_start"] + parts["first_validation_extra"]
+    once = parts["cache"] + parts["loader_start"] + parts["first_steps_extra"] + parts["first_validation_extra"]
     per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
     assert parts["epoch_train"] > 0 and parts["epoch_validation"] > 0 and parts["epoch_checkpoint"] > 0
     assert row.estimated_run_seconds == pytest.approx(once + 3 * per_epoch, abs=0.1)
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][0]["model"] == "test_efficientnet" and saved["environment"]["cpu_count"] >= 1
+
+
+def test_train_rate_leaves_a_slow_first_step_to_the_one_off_part() -> None:
+    class SlowFirstStep(torch.nn.Module):  # as kernels loaded on first use make a process's first step slow
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.calls = torch.nn.Linear(3 * 8 * 8, 2), 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls == 1:
+                time.sleep(0.4)
+            return self.linear(x.float().flatten(1))
+
+    module = SlowFirstStep()
+    optimizer = torch.optim.AdamW(module.parameters())
+    rate, warmup_seconds = _train_rate(module, optimizer, _synthetic_batches(4, 8, 2), "32-true", steps=3, warmup=2)
+    assert warmup_seconds >= 0.4  # the slow step is in the warm-up...
+    assert 3 * 4 / rate < 0.2  # ...not in the timed steps
+    assert module.calls == 5
 
 
 def test_bench_cli_prints_a_table_and_writes_json(tmp_path) -> None:

@@ -150,6 +150,8 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
     levers = cpu_levers(net, precision, on_gpu)
+    loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
+                            config.seed, on_gpu, progress=config.progress and not worker)
     module = ClassifierModule(
         net, len(manifest.classes), model_cfg["mean"], model_cfg["std"], lr=lr, backbone_lr=backbone_lr,
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
@@ -163,6 +165,13 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         "mean": model_cfg["mean"], "std": model_cfg["std"], "temperature": 1.0,
         "num_params": count_parameters(net),
         "pretrained": "hub" if config.pretrained else (str(config.weights) if config.weights else None),
+    }
+    config.resolved = {
+        "architecture": arch, "img_size": img_size, "batch_size": batch_size, "balance": balance,
+        "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
+        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "freeze_epochs": freeze_epochs,
+        "cache": loaders.cache_mode, "num_params": model_meta["num_params"],
+        "mean": model_cfg["mean"], "std": model_cfg["std"], "cpu_levers": levers,
     }
     mode = MONITORS[config.monitor]
     recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
@@ -182,17 +191,6 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         enable_progress_bar=config.progress and not worker, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=50,
     )
-    # one process: workers run ahead across epochs; DDP: Lightning gives each rank a distributed sampler
-    loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
-                            config.seed, on_gpu, progress=config.progress and not worker,
-                            continuous=trainer.world_size == 1)
-    config.resolved = {
-        "architecture": arch, "img_size": img_size, "batch_size": batch_size, "balance": balance,
-        "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
-        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "freeze_epochs": freeze_epochs,
-        "cache": loaders.cache_mode, "continuous_loader": loaders.continuous, "num_params": model_meta["num_params"],
-        "mean": model_cfg["mean"], "std": model_cfg["std"], "cpu_levers": levers,
-    }
     if trainer.is_global_zero and resume_from is None:
         _write_config(run_dir, config, manifest, trainer)
     ckpt = run_dir / "last.ckpt"
@@ -200,7 +198,6 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
                 weights_only=True)  # resume never unpickles arbitrary objects
     wall = time.perf_counter() - start
-    loaders.close()
     if not trainer.is_global_zero:
         return TrainResult(run_dir, recorder.best_epoch, {})
     if trainer.interrupted:
