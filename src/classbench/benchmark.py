@@ -224,7 +224,8 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     """Real loader rate (after the cache is filled, as in epochs 2+) and the full-run estimate.
 
     ``first_steps_extra``: the one-off cost of a process's first training steps (kernels loaded and tuned
-    on first use; on an H200 about 6 s for mobilenetv2), paid again by each new training process.
+    on first use; on an H200 about 5.5 s for mobilenetv2), paid again by each new training process. In a
+    bench of several models the later ones find some kernels loaded already, so theirs reads lower.
     """
     import torch
 
