@@ -199,17 +199,18 @@ def main() -> None:
         data = replicate(data, args.replicate, work / f"data-x{args.replicate}")
     models = args.models.split(",")
     sizes = {m: imageai_size(m) if args.imageai_sizes else args.img_size for m in models}
-    peer_data = _materialize(data, work) if args.peer_epochs > 0 else None
+    with_peers = args.peer_epochs > 0
+    peer_folder, peer_n_train = _materialize(data, work) if with_peers else (None, 0)
     rows, peers = [], []
     for m in models:  # each model's ImageAI run right after ours: the VM's speed drifts over tens of minutes
         rows.append(classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs, args.replicate))
-        if peer_data:
-            peers.append(run_peer(args.peer_python, "imageai", peer_data[0], args.peer_epochs, m, args.img_size,
-                                  peer_data[1], work))
+        if with_peers:
+            peers.append(run_peer(args.peer_python, "imageai", peer_folder, args.peer_epochs, m, args.img_size,
+                                  peer_n_train, work))
     print_table(rows, list(rows[0]))
-    if peer_data:
-        peers.append(run_peer(args.peer_python, "ultralytics", peer_data[0], args.peer_epochs, "yolov8n-cls",
-                              args.img_size, peer_data[1], work))
+    if with_peers:
+        peers.append(run_peer(args.peer_python, "ultralytics", peer_folder, args.peer_epochs, "yolov8n-cls",
+                              args.img_size, peer_n_train, work))
         _speedups(rows, peers)
     name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"
     name += f"-x{args.replicate}" if args.replicate > 1 else ""
