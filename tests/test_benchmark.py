@@ -28,9 +28,13 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert row.n_train + row.n_val < 80 and row.estimated_run_seconds > row.cache_seconds
     assert row.estimated_epoch_seconds > 0 and row.estimated_run_seconds >= row.epochs * row.estimated_epoch_seconds - 0.1
     parts = row.estimate_parts  # the estimate is the sum of its published parts
-    once = parts["cache"] + parts["loader_start"] + parts["first_steps_extra"] + parts["first_validation_extra"]
+    one_off = {"cache", "loader_start", "model_setup", "first_steps_extra", "first_validation_extra",
+               "first_checkpoint_extra"}
+    assert set(parts) == one_off | {"epoch_train", "epoch_validation", "epoch_first_batch_wait", "epoch_checkpoint"}
+    once = sum(parts[k] for k in one_off)
     per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
     assert parts["epoch_train"] > 0 and parts["epoch_validation"] > 0 and parts["epoch_checkpoint"] > 0
+    assert parts["model_setup"] > 0 and parts["first_checkpoint_extra"] >= 0
     assert row.estimated_run_seconds == pytest.approx(once + 3 * per_epoch, abs=0.1)
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
     saved = json.loads((tmp_path / "bench.json").read_text())
