@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import classbench  # noqa: E402
 from _common import need_drone, print_table, replicate, write_results  # noqa: E402
+
+import classbench  # noqa: E402
 
 
 def main() -> None:

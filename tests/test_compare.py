@@ -66,7 +66,8 @@ def test_interrupted_compare_resumes_and_keeps_finished_models(tmp_path) -> None
     data = make_class_folders(tmp_path / "data", {"a": 120, "b": 120})
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "classbench.cli", "compare", str(data), "--models", "test_efficientnet,resnet18",
-           "--epochs", "4", "--img-size", "32", "--batch-size", "8", "--out", str(out)]
+           "--epochs", "4", "--img-size", "32", "--batch-size", "8", "--checkpoint-every", "0",
+           "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 400
     while not (out / "resnet18" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
@@ -74,6 +75,8 @@ def test_interrupted_compare_resumes_and_keeps_finished_models(tmp_path) -> None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "compare finished before it could be interrupted"
+    with open(out / "resnet18" / "metrics.csv") as fh:
+        assert 1 <= len(list(csv.DictReader(fh))) < 4  # killed mid-run: last.ckpt is written after every epoch
     first = out / "test_efficientnet" / "model.safetensors"
     kept = first.stat().st_mtime_ns
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -55,7 +55,7 @@ def test_sigkill_then_resume_completes_with_consistent_metrics(tmp_path) -> None
     data = make_class_folders(tmp_path / "d", {"a": 150, "b": 150})
     run = tmp_path / "run"
     cmd = CLI + ["train", str(data), "--model", "test_efficientnet", "--epochs", "5", "--img-size", "32",
-                 "--batch-size", "2", "--out", str(run)]  # small batches: each epoch takes seconds
+                 "--batch-size", "2", "--checkpoint-every", "0", "--out", str(run)]  # small batches: each epoch takes seconds
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (run / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
@@ -64,6 +64,7 @@ def test_sigkill_then_resume_completes_with_consistent_metrics(tmp_path) -> None
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     assert not (run / "summary.json").exists()
+    assert 1 <= len(_epochs(run)) < 5  # last.ckpt appeared after an early epoch, not only when training ended
     done = subprocess.run(CLI + ["train", "--resume", str(run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _epochs(run) == [1, 2, 3, 4, 5]

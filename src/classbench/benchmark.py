@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.runs import atomic_write_json, environment_info
-from classbench.training.config import DEFAULT_GRAD_CLIP
+from classbench.training.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_GRAD_CLIP
 
 
 @dataclass
@@ -60,8 +60,10 @@ class BenchResult:
 def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, batch_size: int = 32,
           precision: str = "auto", data: str | os.PathLike | None = None, epochs: int = 20, steps: int = 6,
           warmup: int = 2, out: str | os.PathLike | None = None, seed: int = 0, val: float = 0.2,
-          test: float = 0.1, augment: str = "light", onnx: bool = True) -> BenchResult:
-    """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate."""
+          test: float = 0.1, augment: str = "light", onnx: bool = True,
+          checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY) -> BenchResult:
+    """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate
+    (``checkpoint_every``: the training run's checkpoint interval, see ``train``)."""
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
@@ -97,7 +99,7 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
         if manifest is not None:
             _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup,
-                      {"model_setup": model_setup, "first_steps_extra": first_steps_extra})
+                      {"model_setup": model_setup, "first_steps_extra": first_steps_extra}, checkpoint_every)
         if onnx:  # ONNX Runtime on the CPU (edge deployment), also on a GPU machine; last, its threads spin
             model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
             row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(model, batch_size, size)
@@ -225,7 +227,7 @@ def _onnx_rates(model: Any, batch_size: int, size: int, repeats: int = 5) -> tup
 
 
 def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment: str, seed: int, epochs: int,
-              steps: int, warmup: int, model_parts: dict[str, float]) -> None:
+              steps: int, warmup: int, model_parts: dict[str, float], checkpoint_every: float) -> None:
     """Real loader rate (after the cache is filled, as in epochs 2+) and the full-run estimate.
 
     ``model_parts``: one-off costs measured while the model was built and first trained: ``model_setup``
@@ -256,13 +258,22 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     parts = {"cache": row.cache_seconds, "loader_start": loader_start, **model_parts,
              "first_validation_extra": first_val_extra, "first_checkpoint_extra": first_checkpoint_extra,
              "epoch_train": batches * row.batch_size / rate, "epoch_validation": loaders.n_val * val_per_image,
-             "epoch_first_batch_wait": epoch_start, "epoch_checkpoint": checkpoint}
+             "epoch_first_batch_wait": epoch_start}
+    epoch_seconds = sum(v for k, v in parts.items() if k.startswith("epoch_"))
+    parts["epoch_checkpoint"] = checkpoint * checkpoint_writes(epochs, epoch_seconds, checkpoint_every) / epochs
     per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
     once = sum(v for k, v in parts.items() if not k.startswith("epoch_"))
     row.estimate_parts = {k: round(v, 3) for k, v in parts.items()}
     row.estimated_epoch_seconds = round(per_epoch, 2)
     row.estimated_run_seconds = round(once + epochs * per_epoch, 1)
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
+
+
+def checkpoint_writes(epochs: int, epoch_seconds: float, every_seconds: float) -> int:
+    """How many times a run writes last.ckpt: at an epoch's end once ``every_seconds`` have passed, and last."""
+    if every_seconds <= 0:
+        return epochs
+    return min(epochs, 1 + int(epochs * epoch_seconds / every_seconds))
 
 
 def _validation_seconds(module: Any, loader: Any, max_batches: int = 3) -> tuple[float, float]:
@@ -307,9 +318,9 @@ def _checkpoint_seconds(module: Any, optimizer: Any) -> tuple[float, float]:
     """What each epoch writes, as training writes it: last.ckpt (weights + optimiser, serialised in memory,
     then written to a file, as Lightning does) and model.safetensors; twice.
 
-    Returns (the first write's one-off extra: the buffers' memory is new; seconds of the second write).
-    On an H100 resnet50's first write took several times its later ones, which counted each epoch would
-    have put the estimate 22% over.
+    Returns (the first write's one-off extra: its buffers' memory is new; seconds of the second write).
+    On the 2-core Xeon resnet50's first write took 1.5 s and later ones 0.3 s: counting the first one every
+    epoch overstates a run of many epochs.
     """
     import tempfile
 

@@ -20,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
+                         "(0: every epoch; the final epoch always).")
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,6 +123,7 @@ def train(
     freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
     lr: float | None = typer.Option(None, help="Learning rate of the head (backbone: 0.1x when fine-tuning)."),
     grad_clip: float = typer.Option(2.0, help="Clip the gradient norm to this value (0 turns clipping off)."),
+    checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
     seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
     val: float = typer.Option(0.2, help="Validation fraction when classbench makes the split."),
     test: float = typer.Option(0.1, help="Test fraction when classbench makes the split."),
@@ -147,8 +150,8 @@ def train(
             data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
             img_size=img_size, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
             augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
-            lr=lr, grad_clip=grad_clip, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
-            devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
+            lr=lr, grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache,
+            accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
             compile=compile, out=str(out) if out else None, overwrite=overwrite,
         )
     if result.summary:
@@ -282,6 +285,7 @@ def compare(
     preset: str | None = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
     parallel: bool = typer.Option(False, "--parallel", help="One model per GPU when several GPUs are present."),
     out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
+    checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
     overwrite: bool = typer.Option(False, help="Start the compare folder afresh."),
 ) -> None:
     """Train several architectures under identical conditions; leaderboard, figures and report.html."""
@@ -292,7 +296,7 @@ def compare(
         data, models=[m.strip() for m in models.split(",") if m.strip()] if models else None, out=out, epochs=epochs, img_size=img_size,
         seed=seed, preset=preset, parallel=parallel, overwrite=overwrite, val=val, test=test, pretrained=pretrained,
         batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
-        precision=precision,
+        precision=precision, checkpoint_every=checkpoint_every,
     )
     render_leaderboard(board, console)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from classbench.models import save_model
 from classbench.runs import atomic_write_csv
@@ -18,6 +18,35 @@ METRIC_COLUMNS = [
     "val_balanced_acc", "lr", "epoch_seconds", "train_seconds", "train_images_per_s",
 ]
 VAL_COLUMNS = ["val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"]
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` (weights, optimiser, schedule, the recorder's rows) at the end of an epoch when
+    ``every_seconds`` have passed since the last write, and after the final epoch; 0 writes every epoch.
+
+    A killed run resumes from it and loses at most that long plus one epoch. (A resnet50 checkpoint takes
+    about a second to write on 2 cores, a tenth of an epoch or more on small data.) Lightning's own
+    ``save_last=True`` with ``save_top_k=0`` writes it only when training ends.
+    """
+
+    def __init__(self, run_dir: Path, every_seconds: float) -> None:
+        super().__init__(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
+        self.every_seconds = every_seconds
+        self._written = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._written = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if checkpoint_due(time.monotonic() - self._written, self.every_seconds, final):
+            super().on_train_epoch_end(trainer, pl_module)
+            self._written = time.monotonic()
+
+
+def checkpoint_due(seconds_since_write: float, every_seconds: float, final_epoch: bool) -> bool:
+    return final_epoch or every_seconds <= 0 or seconds_since_write >= every_seconds
 
 
 class RunRecorder(L.Callback):

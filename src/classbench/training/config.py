@@ -16,6 +16,7 @@ PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}
 IMBALANCE_THRESHOLD = 3.0
 DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
+DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes (at epoch ends; the final epoch always)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     freeze_epochs: int | None = None
     grad_clip: float = DEFAULT_GRAD_CLIP
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
     val: float = 0.2
     test: float = 0.1
     test_per_class: int | None = None
@@ -66,6 +68,8 @@ class TrainConfig:
         _choice("--channels-last", self.channels_last, ("auto", "on", "off"))
         if self.epochs < 1:
             raise ClassbenchError(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.checkpoint_every < 0:
+            raise ClassbenchError(f"--checkpoint-every must be >= 0 seconds (got {self.checkpoint_every})")
         if self.batch_size != "auto" and int(self.batch_size) < 1:
             raise ClassbenchError(f"--batch-size must be >= 1 or 'auto' (got {self.batch_size})")
         if self.weights and self.pretrained:

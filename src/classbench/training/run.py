@@ -112,11 +112,11 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     from classbench.models import check_input_size, count_parameters, create_model, default_config
     from classbench.speed import cpu_levers
-    from classbench.training.callbacks import ProgressBar, RunRecorder
+    from classbench.training.callbacks import LastCheckpoint, ProgressBar, RunRecorder
     from classbench.training.loaders import build_loaders, class_weights
     from classbench.training.module import ClassifierModule
 
@@ -177,8 +177,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
     callbacks: list[Any] = [
         recorder,
-        ModelCheckpoint(dirpath=run_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True,
-                        enable_version_counter=False),
+        LastCheckpoint(run_dir, config.checkpoint_every),
     ]
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))

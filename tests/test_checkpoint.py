@@ -1,0 +1,70 @@
+"""last.ckpt policy: written at an epoch's end once `every_seconds` have passed, and after the final epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from classbench.benchmark import checkpoint_writes
+from classbench.training.callbacks import LastCheckpoint, checkpoint_due
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self.layer(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class SeeCheckpoint(L.Callback):
+    """At each epoch's start: the epoch stored in last.ckpt so far (None while there is none)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stored = torch.load(self.path, weights_only=True)["epoch"] if self.path.exists() else None
+        self.seen.append(stored)
+
+
+def _fit(tmp_path: Path, every_seconds: float, epochs: int = 4) -> tuple[list, int]:
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    see = SeeCheckpoint(tmp_path / "last.ckpt")
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[see, LastCheckpoint(tmp_path, every_seconds)], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(TinyModule(), DataLoader(data, batch_size=8))
+    return see.seen, torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"]
+
+
+def test_zero_interval_writes_last_ckpt_after_every_epoch(tmp_path) -> None:
+    seen, final = _fit(tmp_path, 0)
+    assert seen == [None, 0, 1, 2] and final == 3  # a run killed in epoch k resumes after epoch k-1
+
+
+def test_long_interval_writes_only_after_the_final_epoch(tmp_path) -> None:
+    seen, final = _fit(tmp_path, 3600)
+    assert seen == [None, None, None, None] and final == 3
+
+
+@pytest.mark.parametrize(("since", "every", "final", "due"), [
+    (10.0, 60.0, False, False), (61.0, 60.0, False, True), (0.1, 0.0, False, True), (1.0, 60.0, True, True)])
+def test_checkpoint_due(since: float, every: float, final: bool, due: bool) -> None:
+    assert checkpoint_due(since, every, final) is due
+
+
+def test_bench_counts_the_writes_the_policy_makes() -> None:
+    assert checkpoint_writes(10, 5.0, 0) == 10  # every epoch
+    assert checkpoint_writes(10, 5.0, 60.0) == 1  # a 50 s run: only the final write
+    assert checkpoint_writes(10, 30.0, 60.0) == 6  # 300 s: every other epoch, and the last
+    assert checkpoint_writes(10, 120.0, 60.0) == 10  # epochs longer than the interval: every epoch
