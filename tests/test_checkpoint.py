@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -10,8 +14,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import classbench
 from classbench.benchmark import checkpoint_writes
+from classbench.errors import RunError
+from classbench.training import resume
 from classbench.training.callbacks import LastCheckpoint, checkpoint_due
+from tests.synth import make_class_folders
 
 
 class TinyModule(L.LightningModule):
@@ -68,3 +76,50 @@ def test_bench_counts_the_writes_the_policy_makes() -> None:
     assert checkpoint_writes(10, 5.0, 60.0) == 1  # a 50 s run: only the final write
     assert checkpoint_writes(10, 30.0, 60.0) == 6  # 300 s: every other epoch, and the last
     assert checkpoint_writes(10, 120.0, 60.0) == 10  # epochs longer than the interval: every epoch
+
+
+class ImprovesAtEpoch1(L.Callback):
+    """Stands in for RunRecorder: a new best model at epoch index 1."""
+
+    best_epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            self.best_epoch = 2
+
+
+def test_a_new_best_model_is_followed_by_a_checkpoint(tmp_path) -> None:
+    """model.safetensors is never newer than last.ckpt, so a resumed run's best model is one of its own epochs."""
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    see, improves = SeeCheckpoint(tmp_path / "last.ckpt"), ImprovesAtEpoch1()
+    trainer = L.Trainer(max_epochs=4, callbacks=[see, improves, LastCheckpoint(tmp_path, 3600, improves)],
+                        logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(TinyModule(), DataLoader(data, batch_size=8))
+    assert see.seen == [None, None, 1, 1]
+
+
+def test_resuming_a_finished_run_says_so(tmp_path) -> None:
+    data = make_class_folders(tmp_path / "d", {"a": 12, "b": 12})
+    run = classbench.train(data, model="test_efficientnet", out=tmp_path / "run", epochs=1, img_size=32, batch_size=4,
+                           progress=False)
+    rows = (run.path / "metrics.csv").read_text()
+    with pytest.raises(RunError, match="already finished"):
+        resume(run.path, progress=False)
+    assert (run.path / "metrics.csv").read_text() == rows
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> None:
+    data = make_class_folders(tmp_path / "d", {"a": 150, "b": 150})
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "classbench.cli", "train", str(data), "--model", "test_efficientnet", "--epochs", "5",
+           "--img-size", "32", "--batch-size", "2", "--checkpoint-every", "0", "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (run / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-2000:]
+    assert f"classbench train --resume {run}" in " ".join(output.split()) and "Traceback" not in output
+    assert (run / "last.ckpt").is_file() and not (run / "summary.json").exists()

@@ -16,6 +16,8 @@ import yaml
 
 import classbench
 from classbench.comparison import LEADERBOARD_COLUMNS
+from classbench.errors import RunError
+from classbench.training.child import child_command
 from tests.synth import make_class_folders
 
 TINY = ["test_efficientnet", "resnet18"]
@@ -111,3 +113,25 @@ def test_demo_builds_imbalanced_digits_and_reports_every_class(tmp_path) -> None
     assert len(ev["per_class"]) == 10 and all("recall" in row for row in ev["per_class"])
     html = (board.path / "report.html").read_text()
     assert "digit_9" in html and "imbalance" in html.lower()
+
+
+def test_rerun_with_other_training_options_is_refused(data, tmp_path) -> None:
+    """Every model of a compare trains under the same options: a re-run that changes one is not a resume."""
+    out = tmp_path / "cmp"
+    classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, progress=False)
+    with pytest.raises(RunError, match="batch_size"):
+        classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=4,
+                           progress=False)
+
+
+def test_parallel_child_process_trains_with_every_shared_option(data, tmp_path) -> None:
+    """The process a parallel compare starts per GPU gets every option, also those without a CLI flag."""
+    options = {"epochs": 1, "img_size": 32, "seed": 3, "progress": False, "batch_size": 8, "grad_clip": 1.0,
+               "label_smoothing": 0.1, "checkpoint_every": 0.0, "monitor": "val_balanced_acc", "augment": "none"}
+    run = tmp_path / "child"
+    done = subprocess.run(child_command(data, "test_efficientnet", run, options, accelerator="cpu"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    args = yaml.safe_load((run / "config.yaml").read_text())["args"]
+    assert {k: args[k] for k in options if k != "progress"} == {k: v for k, v in options.items() if k != "progress"}
+    assert args["accelerator"] == "cpu" and args["devices"] == 1 and (run / "summary.json").is_file()

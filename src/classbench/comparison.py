@@ -78,6 +78,8 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         previous = read_json(state_file).get("args", {})
         changed = [k for k in ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test")
                    if previous.get(k) != args[k]]
+        before = previous.get("train_options", {})
+        changed += sorted(k for k in set(before) | set(train_options) if before.get(k) != train_options.get(k))
         if changed:
             raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
         info(f"Resuming the compare in {out}: finished models are kept.", markup=False)
@@ -154,41 +156,26 @@ def _train_and_evaluate(manifest: Path, model: str, run_dir: Path, options: dict
 
 def _train_parallel(manifest: Path, models: Sequence[str], names: list[str], out: Path,
                     options: dict[str, Any]) -> None:
-    """One model per GPU, as separate ``classbench train`` processes (each resumable on its own)."""
+    """One model per GPU, each in its own training process (``training/child.py``; resumable on its own)."""
     import torch
 
     gpus = torch.cuda.device_count()
     if gpus < 2:
         warn("--parallel needs several GPUs; training one model after another.")
         return
+    from classbench.training.child import child_command
+
     pending = [(m, n) for m, n in zip(models, names) if not (out / n / "summary.json").is_file()]
     while pending:
         batch, pending = pending[:gpus], pending[gpus:]
         procs = []
         for gpu, (model, name) in enumerate(batch):
-            cmd = [sys.executable, "-m", "classbench.cli", "train", str(manifest), "--model", model,
-                   "--out", str(out / name), "--epochs", str(options["epochs"]), "--seed", str(options["seed"]),
-                   "--devices", "1", "--accelerator", "gpu", *_train_flags(options)]
-            if options.get("img_size"):
-                cmd += ["--img-size", str(_size_for(model, options["img_size"]))]
-            if (out / name / "last.ckpt").is_file():
-                cmd = cmd[:4] + ["--resume", str(out / name)]
+            cmd = child_command(manifest, model, out / name, {**options, "img_size": _size_for(model, options["img_size"])})
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
             procs.append((model, subprocess.Popen(cmd, env=env)))
         failed = [model for model, proc in procs if proc.wait() != 0]
         if failed:
             raise RunError(f"training failed for {', '.join(failed)}; re-run the same compare to resume")
-
-
-def _train_flags(options: dict[str, Any]) -> list[str]:
-    """The shared training options as ``classbench train`` flags (identical conditions for every model)."""
-    flags = []
-    for key in ("batch_size", "balance", "augment", "precision", "lr", "patience", "freeze_epochs", "val", "test"):
-        if options.get(key) is not None:
-            flags += [f"--{key.replace('_', '-')}", str(options[key])]
-    if options.get("pretrained"):
-        flags.append("--pretrained")
-    return flags
 
 
 def measure_inference(run_dir: Path, repeats: int = 20) -> dict[str, float]:

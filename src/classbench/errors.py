@@ -36,3 +36,9 @@ class ModelError(ClassbenchError):
 
 class RunError(ClassbenchError):
     """A run folder problem (missing, exists, unwritable, incomplete)."""
+
+
+class Interrupted(RunError):
+    """Training was stopped by Ctrl-C; the message says how to continue. Exit code 130, as for SIGINT."""
+
+    exit_code = 130

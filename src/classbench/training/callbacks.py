@@ -22,31 +22,39 @@ VAL_COLUMNS = ["val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"]
 
 class LastCheckpoint(ModelCheckpoint):
     """Writes ``last.ckpt`` (weights, optimiser, schedule, the recorder's rows) at the end of an epoch when
-    ``every_seconds`` have passed since the last write, and after the final epoch; 0 writes every epoch.
+    ``every_seconds`` have passed since the last write, when ``recorder`` saved a new best model, and after
+    the final epoch; 0 writes every epoch.
 
-    A killed run resumes from it and loses at most that long plus one epoch. (A resnet50 checkpoint takes
-    about a second to write on 2 cores, a tenth of an epoch or more on small data.) Lightning's own
-    ``save_last=True`` with ``save_top_k=0`` writes it only when training ends.
+    A killed run resumes from it and loses at most that long plus one epoch; ``model.safetensors`` is never
+    newer than it, so a resumed run's best model is always one of its own epochs. (A resnet50 checkpoint
+    takes about a second to write on 2 cores.) Lightning's own ``save_last=True`` with ``save_top_k=0``
+    writes it only when training ends.
     """
 
-    def __init__(self, run_dir: Path, every_seconds: float) -> None:
+    def __init__(self, run_dir: Path, every_seconds: float, recorder: RunRecorder | None = None) -> None:
         super().__init__(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
                          enable_version_counter=False)
-        self.every_seconds = every_seconds
+        self.every_seconds, self.recorder = every_seconds, recorder
         self._written = time.monotonic()
+        self._best_written: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._written = time.monotonic()
+        self._best_written = self._best_epoch()  # restored from last.ckpt on resume
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        if checkpoint_due(time.monotonic() - self._written, self.every_seconds, final):
+        new_best = self._best_epoch() != self._best_written
+        if checkpoint_due(time.monotonic() - self._written, self.every_seconds, final or new_best):
             super().on_train_epoch_end(trainer, pl_module)
-            self._written = time.monotonic()
+            self._written, self._best_written = time.monotonic(), self._best_epoch()
+
+    def _best_epoch(self) -> int | None:
+        return self.recorder.best_epoch if self.recorder is not None else None
 
 
-def checkpoint_due(seconds_since_write: float, every_seconds: float, final_epoch: bool) -> bool:
-    return final_epoch or every_seconds <= 0 or seconds_since_write >= every_seconds
+def checkpoint_due(seconds_since_write: float, every_seconds: float, must_write: bool) -> bool:
+    return must_write or every_seconds <= 0 or seconds_since_write >= every_seconds
 
 
 class RunRecorder(L.Callback):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.console import info, warn
-from classbench.errors import ClassbenchError, RunError
+from classbench.errors import ClassbenchError, Interrupted, RunError
 from classbench.runs import atomic_write_json, atomic_write_yaml, environment_info, prepare_run_dir
 from classbench.training.config import (
     MONITORS,
@@ -59,6 +59,8 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> TrainResult:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise RunError(f"{run_dir}: no config.yaml; --resume needs a classbench run folder")
+    if (run_dir / "summary.json").is_file():
+        raise RunError(f"{run_dir}: this run has already finished (summary.json); nothing to resume")
     saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     config = TrainConfig.from_dict({**saved["args"], "out": str(run_dir), "progress": progress})
     return _run(config, resume_from=run_dir)
@@ -100,7 +102,9 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
     try:
         return _fit(config, arch, run_dir, resume_from, worker)
     except KeyboardInterrupt:
-        raise RunError(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+        raise Interrupted(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+    except Interrupted:
+        raise  # the folder stays, to be resumed
     except ClassbenchError:
         if fresh and not worker and not (run_dir / "last.ckpt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained yet: leave no half-made run folder
@@ -177,7 +181,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
     callbacks: list[Any] = [
         recorder,
-        LastCheckpoint(run_dir, config.checkpoint_every),
+        LastCheckpoint(run_dir, config.checkpoint_every, recorder),
     ]
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
@@ -193,14 +197,22 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     if trainer.is_global_zero and resume_from is None:
         _write_config(run_dir, config, manifest, trainer)
     ckpt = run_dir / "last.ckpt"
+    if resume_from and not ckpt.is_file() and trainer.is_global_zero:
+        info(f"{run_dir}: no last.ckpt was written before the run stopped; training starts again at epoch 1.",
+             markup=False)
     start = time.perf_counter()
-    trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
-                weights_only=True)  # resume never unpickles arbitrary objects
+    try:
+        trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
+                    weights_only=True)  # resume never unpickles arbitrary objects
+    except SystemExit:
+        if trainer.interrupted:  # Lightning handles Ctrl-C itself, then exits
+            raise Interrupted(f"training interrupted; continue with: classbench train --resume {run_dir}") from None
+        raise
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return TrainResult(run_dir, recorder.best_epoch, {})
     if trainer.interrupted:
-        raise RunError(f"training interrupted; continue with: classbench train --resume {run_dir}")
+        raise Interrupted(f"training interrupted; continue with: classbench train --resume {run_dir}")
     return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
 
 
