@@ -71,6 +71,13 @@ def test_sigkill_then_resume_completes_with_consistent_metrics(tmp_path) -> None
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_run"] == 5
     assert json.loads((run / "model.json").read_text())["classes"] == ["a", "b"]
+    # the same run without the kill: same order, augmentation and schedule per epoch -> the same weights
+    whole = subprocess.run(cmd[:-1] + [str(tmp_path / "whole")], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    resumed, uninterrupted = (read_state_dict(r / "model.safetensors") for r in (run, tmp_path / "whole"))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    with open(run / "metrics.csv") as a, open(tmp_path / "whole" / "metrics.csv") as b:
+        assert [r["val_loss"] for r in csv.DictReader(a)] == [r["val_loss"] for r in csv.DictReader(b)]
 
 
 @pytest.mark.slow

@@ -12,12 +12,25 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from classbench.models import save_model
 from classbench.runs import atomic_write_csv
+from classbench.training.loaders import epoch_seed
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_acc", "train_macro_f1", "train_balanced_acc", "val_loss", "val_acc", "val_macro_f1",
     "val_balanced_acc", "lr", "epoch_seconds", "train_seconds", "train_images_per_s",
 ]
 VAL_COLUMNS = ["val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"]
+
+
+class EpochSeed(L.Callback):
+    """Reseeds torch's random numbers (augmentation in the main process, dropout) at each epoch's start from
+    the seed and the epoch, so a resumed epoch repeats what the uninterrupted run did. Worker processes
+    (GPU runs) keep their own random streams, which start afresh when a run resumes."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from classbench.data.dataset import ImageCache, ImageDataset
 from classbench.data.manifest import Manifest
@@ -20,6 +20,32 @@ class Loaders:
     n_train: int
     n_val: int
     cache_mode: str
+
+
+class EpochSampler(Sampler[int]):
+    """The training order: a permutation, or class-weighted draws with replacement (``weights``), that depends
+    only on the seed and the epoch, so a resumed run sees the batches an uninterrupted one would
+    (Lightning calls :meth:`set_epoch` before each epoch, also through its DDP sampler wrapper)."""
+
+    def __init__(self, n: int, seed: int, weights: list[float] | None = None) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.weights = torch.tensor(weights, dtype=torch.float64) if weights is not None else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        if self.weights is None:
+            return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
 
 
 def class_weights(counts: list[int]) -> list[float]:
@@ -43,15 +69,14 @@ def build_loaders(manifest: Manifest, img_size: int, batch_size: int, augment: s
                              cache=image_cache)
     val_set = ImageDataset(val_samples, manifest.class_to_idx, img_size, augment=None, cache=image_cache)
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
+    weights = None
     if balance == "sampler":
         labels = [manifest.class_to_idx[s.label] for s in train_samples]
         counts = [labels.count(i) for i in range(len(manifest.classes))]
         per_class = class_weights(counts)
-        sampler = WeightedRandomSampler([per_class[y] for y in labels], num_samples=len(labels), replacement=True,
-                                        generator=generator)
+        weights = [per_class[y] for y in labels]
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": on_gpu, "persistent_workers": workers > 0}
-    train = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+    train = DataLoader(train_set, batch_size=batch_size, sampler=EpochSampler(len(train_set), seed, weights),
                        drop_last=len(train_set) > batch_size, generator=generator, **common)
     val = DataLoader(val_set, batch_size=batch_size * 2, shuffle=False, **common)
     return Loaders(train, val, len(train_set), len(val_set), mode)

@@ -120,7 +120,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
     from classbench.models import check_input_size, count_parameters, create_model, default_config
     from classbench.speed import cpu_levers
-    from classbench.training.callbacks import LastCheckpoint, ProgressBar, RunRecorder
+    from classbench.training.callbacks import EpochSeed, LastCheckpoint, ProgressBar, RunRecorder
     from classbench.training.loaders import build_loaders, class_weights
     from classbench.training.module import ClassifierModule
 
@@ -182,6 +182,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     callbacks: list[Any] = [
         recorder,
         LastCheckpoint(run_dir, config.checkpoint_every, recorder),
+        EpochSeed(config.seed),
     ]
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
