@@ -38,7 +38,7 @@ class TrainConfig:
     monitor: str = "val_macro_f1"
     seed: int = 0
     lr: float | None = None
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = 1.0  # drone_maritime fine-tune, 3 seeds: 0.1 -> bal. acc 0.726, 0.3 -> 0.769, 1.0 -> 0.781
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
