@@ -1,4 +1,4 @@
-"""last.ckpt policy: written at an epoch's end once `every_seconds` have passed, and after the final epoch."""
+"""Resuming: when last.ckpt is written (interval, new best, final epoch) and a training order a resumed run repeats."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from classbench.benchmark import checkpoint_writes
 from classbench.errors import RunError
 from classbench.training import resume
 from classbench.training.callbacks import LastCheckpoint, checkpoint_due
+from classbench.training.loaders import EpochSampler
 from tests.synth import make_class_folders
 
 
@@ -123,3 +124,17 @@ def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> Non
     assert proc.returncode == 130, output[-2000:]
     assert f"classbench train --resume {run}" in " ".join(output.split()) and "Traceback" not in output
     assert (run / "last.ckpt").is_file() and not (run / "summary.json").exists()
+
+
+def test_training_order_depends_only_on_seed_and_epoch() -> None:
+    """What makes a resumed epoch repeat the uninterrupted one: the order is recomputed from (seed, epoch)."""
+    a, b = EpochSampler(50, seed=7), EpochSampler(50, seed=7)
+    b.set_epoch(3)
+    b.set_epoch(1)
+    a.set_epoch(1)
+    assert list(a) == list(b) and sorted(a) == list(range(50))  # a permutation, the same one
+    a.set_epoch(2)
+    assert list(a) != list(b)  # a new order each epoch
+    rare = EpochSampler(100, seed=0, weights=[9.0] * 10 + [1.0] * 90)  # --balance sampler: 10 rare samples
+    drawn = list(rare)
+    assert len(drawn) == 100 and sum(i < 10 for i in drawn) > 30  # half the weight: ~50 draws of 100
