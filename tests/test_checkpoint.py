@@ -18,7 +18,7 @@ import classbench
 from classbench.benchmark import checkpoint_writes
 from classbench.errors import RunError
 from classbench.training import resume
-from classbench.training.callbacks import LastCheckpoint, checkpoint_due
+from classbench.training.callbacks import EpochSeed, LastCheckpoint, checkpoint_due
 from classbench.training.loaders import EpochSampler
 from tests.synth import make_class_folders
 
@@ -75,8 +75,21 @@ def test_checkpoint_due(since: float, every: float, final: bool, due: bool) -> N
 def test_bench_counts_the_writes_the_policy_makes() -> None:
     assert checkpoint_writes(10, 5.0, 0) == 10  # every epoch
     assert checkpoint_writes(10, 5.0, 60.0) == 1  # a 50 s run: only the final write
-    assert checkpoint_writes(10, 30.0, 60.0) == 6  # 300 s: every other epoch, and the last
+    assert checkpoint_writes(10, 30.0, 60.0) == 5  # every other epoch (the timer restarts at each write)
+    assert checkpoint_writes(10, 50.0, 60.0) == 5  # 50 s after a write is not yet due: every other epoch
+    assert checkpoint_writes(7, 25.0, 60.0) == 3  # every third epoch (3, 6) and the last (7)
     assert checkpoint_writes(10, 120.0, 60.0) == 10  # epochs longer than the interval: every epoch
+
+
+def test_checkpoint_writes_matches_the_policy() -> None:
+    """Simulate LastCheckpoint's rule epoch by epoch and compare with bench's count."""
+    for epochs, epoch_s, every in [(10, 30.0, 60.0), (10, 50.0, 60.0), (20, 40.0, 60.0), (7, 25.0, 60.0), (5, 7.0, 0.0)]:
+        since, writes = 0.0, 0
+        for epoch in range(epochs):
+            since += epoch_s
+            if checkpoint_due(since, every, epoch == epochs - 1):
+                since, writes = 0.0, writes + 1
+        assert checkpoint_writes(epochs, epoch_s, every) == writes, (epochs, epoch_s, every)
 
 
 class ImprovesAtEpoch1(L.Callback):
@@ -138,3 +151,15 @@ def test_training_order_depends_only_on_seed_and_epoch() -> None:
     rare = EpochSampler(100, seed=0, weights=[9.0] * 10 + [1.0] * 90)  # --balance sampler: 10 rare samples
     drawn = list(rare)
     assert len(drawn) == 100 and sum(i < 10 for i in drawn) > 30  # half the weight: ~50 draws of 100
+
+
+def test_resumed_epoch_order_is_set_before_worker_processes_ask_for_indices() -> None:
+    """With worker processes the loader reads the sampler as soon as it is iterated, before Lightning's
+    set_epoch of the resumed epoch: EpochSeed sets it while last.ckpt is being loaded."""
+    sampler = EpochSampler(40, seed=5)
+    loader = DataLoader(TensorDataset(torch.arange(40)), batch_size=40, sampler=sampler, num_workers=1)
+    EpochSeed(5, sampler).on_load_checkpoint(None, None, {"epoch": 2})  # last.ckpt written at the end of epoch 2
+    (first_batch,) = next(iter(loader))
+    expected = EpochSampler(40, seed=5)
+    expected.set_epoch(3)
+    assert first_batch.tolist() == list(expected)

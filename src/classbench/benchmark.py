@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -270,10 +271,13 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
 
 
 def checkpoint_writes(epochs: int, epoch_seconds: float, every_seconds: float) -> int:
-    """How many times a run writes last.ckpt: at an epoch's end once ``every_seconds`` have passed, and last."""
-    if every_seconds <= 0:
+    """How many times a run writes last.ckpt for its interval: every ``ceil(every / epoch)`` epochs (the timer
+    restarts at each write) and after the last epoch. Writes after a new best model are not counted (how many
+    epochs improve is not known in advance)."""
+    if every_seconds <= 0 or epoch_seconds <= 0:
         return epochs
-    return min(epochs, 1 + int(epochs * epoch_seconds / every_seconds))
+    stride = max(1, math.ceil(every_seconds / epoch_seconds))
+    return epochs // stride + (epochs % stride != 0)
 
 
 def _validation_seconds(module: Any, loader: Any, max_batches: int = 3) -> tuple[float, float]:

@@ -21,7 +21,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
-                         "(0: every epoch; the final epoch always).")
+                         "(0: every epoch); also after a new best model and after the final epoch.")
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,7 +121,7 @@ def train(
     patience: int | None = typer.Option(None, help="Stop after N epochs without improvement."),
     monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
     freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
-    lr: float | None = typer.Option(None, help="Learning rate (default 1e-3; when fine-tuning the new head trains alone for --freeze-epochs first)."),
+    lr: float | None = typer.Option(None, help="Learning rate (default 1e-3); fine-tuning first trains the new head alone."),
     grad_clip: float = typer.Option(2.0, help="Clip the gradient norm to this value (0 turns clipping off)."),
     checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
     seed: int = typer.Option(0, help="Seed for split, initialisation and order."),

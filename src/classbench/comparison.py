@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -78,8 +79,7 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         previous = read_json(state_file).get("args", {})
         changed = [k for k in ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test")
                    if previous.get(k) != args[k]]
-        before = previous.get("train_options", {})
-        changed += sorted(k for k in set(before) | set(train_options) if before.get(k) != train_options.get(k))
+        changed += _changed_training_options(previous.get("train_options", {}), train_options)
         if changed:
             raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
         info(f"Resuming the compare in {out}: finished models are kept.", markup=False)
@@ -118,6 +118,19 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
 
     report_path = build_report(out)
     return Leaderboard(out, rows, report_path)
+
+
+def _changed_training_options(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Options that would train the remaining models under other conditions (compared as saved in JSON; an
+    option a folder predates counts as its default; how often last.ckpt is written does not count)."""
+    import dataclasses
+
+    from classbench.training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    now = json.loads(json.dumps(now, default=str))
+    return sorted(k for k in (set(before) | set(now)) - {"checkpoint_every"}
+                  if before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
 
 
 def _size_for(model: str, img_size: int | None) -> int | None:

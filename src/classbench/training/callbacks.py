@@ -23,11 +23,17 @@ VAL_COLUMNS = ["val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"]
 
 class EpochSeed(L.Callback):
     """Reseeds torch's random numbers (augmentation in the main process, dropout) at each epoch's start from
-    the seed and the epoch, so a resumed epoch repeats what the uninterrupted run did. Worker processes
-    (GPU runs) keep their own random streams, which start afresh when a run resumes."""
+    the seed and the epoch, so a resumed epoch repeats what the uninterrupted run did; on resume it also sets
+    ``sampler``'s epoch before the loader first asks it for indices (with worker processes that happens before
+    Lightning's own ``set_epoch``). Worker processes (GPU runs) keep their own random streams for
+    augmentation, which start afresh when a run resumes; under DDP the first resumed epoch's shard order too."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int, sampler: Any = None) -> None:
+        self.seed, self.sampler = seed, sampler
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(int(checkpoint["epoch"]) + 1)  # last.ckpt is written at the end of its epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))
@@ -38,10 +44,11 @@ class LastCheckpoint(ModelCheckpoint):
     ``every_seconds`` have passed since the last write, when ``recorder`` saved a new best model, and after
     the final epoch; 0 writes every epoch.
 
-    A killed run resumes from it and loses at most that long plus one epoch; ``model.safetensors`` is never
-    newer than it, so a resumed run's best model is always one of its own epochs. (A resnet50 checkpoint
-    takes about a second to write on 2 cores.) Lightning's own ``save_last=True`` with ``save_top_k=0``
-    writes it only when training ends.
+    A killed run resumes from it and loses at most that long plus one epoch; a new ``model.safetensors`` is
+    followed by a checkpoint at the end of the same epoch, so a resumed run's best model is one of its own
+    epochs (unless the kill falls between the two writes). Under DDP rank 0's clock decides for every rank
+    (each write ends in a barrier). (A resnet50 checkpoint takes about a second to write on 2 cores.)
+    Lightning's own ``save_last=True`` with ``save_top_k=0`` writes it only when training ends.
     """
 
     def __init__(self, run_dir: Path, every_seconds: float, recorder: RunRecorder | None = None) -> None:
@@ -52,13 +59,15 @@ class LastCheckpoint(ModelCheckpoint):
         self._best_written: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         self._written = time.monotonic()
         self._best_written = self._best_epoch()  # restored from last.ckpt on resume
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         new_best = self._best_epoch() != self._best_written
-        if checkpoint_due(time.monotonic() - self._written, self.every_seconds, final or new_best):
+        due = checkpoint_due(time.monotonic() - self._written, self.every_seconds, final or new_best)
+        if trainer.strategy.broadcast(due):  # one decision for all ranks
             super().on_train_epoch_end(trainer, pl_module)
             self._written, self._best_written = time.monotonic(), self._best_epoch()
 

@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}
 IMBALANCE_THRESHOLD = 3.0
 DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
-DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes (at epoch ends; the final epoch always)
+DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes at epoch ends (also: new best model, final epoch)
 
 
 @dataclass

@@ -102,7 +102,11 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
     try:
         return _fit(config, arch, run_dir, resume_from, worker)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+        if (run_dir / "config.yaml").is_file():
+            raise Interrupted(f"interrupted; continue with: classbench train --resume {run_dir}") from None
+        if fresh and not worker:
+            shutil.rmtree(run_dir, ignore_errors=True)  # stopped before training began: nothing to resume
+        raise Interrupted("interrupted before training began; nothing was kept") from None
     except Interrupted:
         raise  # the folder stays, to be resumed
     except ClassbenchError:
@@ -182,7 +186,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     callbacks: list[Any] = [
         recorder,
         LastCheckpoint(run_dir, config.checkpoint_every, recorder),
-        EpochSeed(config.seed),
+        EpochSeed(config.seed, loaders.train.sampler),
     ]
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
@@ -212,7 +216,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return TrainResult(run_dir, recorder.best_epoch, {})
-    if trainer.interrupted:
+    if trainer.interrupted:  # Lightning < 2.5 returns from fit after Ctrl-C
         raise Interrupted(f"training interrupted; continue with: classbench train --resume {run_dir}")
     return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
 
