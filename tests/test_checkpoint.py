@@ -47,11 +47,12 @@ class SeeCheckpoint(L.Callback):
         self.seen.append(stored)
 
 
-def _fit(tmp_path: Path, every_seconds: float, epochs: int = 4) -> tuple[list, int]:
+def _fit(tmp_path: Path, every_seconds: float, epochs: int = 4, recorder: L.Callback | None = None) -> tuple[list, int]:
     data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
     see = SeeCheckpoint(tmp_path / "last.ckpt")
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[see, LastCheckpoint(tmp_path, every_seconds)], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    callbacks = [see, *([recorder] if recorder else []), LastCheckpoint(tmp_path, every_seconds, recorder)]
+    trainer = L.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
     trainer.fit(TinyModule(), DataLoader(data, batch_size=8))
     return see.seen, torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"]
 
@@ -103,13 +104,10 @@ class ImprovesAtEpoch1(L.Callback):
 
 
 def test_a_new_best_model_is_followed_by_a_checkpoint(tmp_path) -> None:
-    """model.safetensors is never newer than last.ckpt, so a resumed run's best model is one of its own epochs."""
-    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
-    see, improves = SeeCheckpoint(tmp_path / "last.ckpt"), ImprovesAtEpoch1()
-    trainer = L.Trainer(max_epochs=4, callbacks=[see, improves, LastCheckpoint(tmp_path, 3600, improves)],
-                        logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(TinyModule(), DataLoader(data, batch_size=8))
-    assert see.seen == [None, None, 1, 1]
+    """A new model.safetensors is followed by last.ckpt at the same epoch's end, so a resumed run's best model
+    is one of its own epochs."""
+    seen, _ = _fit(tmp_path, 3600, recorder=ImprovesAtEpoch1())
+    assert seen == [None, None, 1, 1]
 
 
 def test_resuming_a_finished_run_says_so(tmp_path) -> None:

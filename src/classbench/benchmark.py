@@ -262,7 +262,7 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
              "epoch_first_batch_wait": epoch_start}
     epoch_seconds = sum(v for k, v in parts.items() if k.startswith("epoch_"))
     parts["epoch_checkpoint"] = checkpoint * checkpoint_writes(epochs, epoch_seconds, checkpoint_every) / epochs
-    per_epoch = sum(v for k, v in parts.items() if k.startswith("epoch_"))
+    per_epoch = epoch_seconds + parts["epoch_checkpoint"]
     once = sum(v for k, v in parts.items() if not k.startswith("epoch_"))
     row.estimate_parts = {k: round(v, 3) for k, v in parts.items()}
     row.estimated_epoch_seconds = round(per_epoch, 2)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,9 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
 def _changed_training_options(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Options that would train the remaining models under other conditions (compared as saved in JSON; an
     option a folder predates counts as its default; how often last.ckpt is written does not count)."""
-    import dataclasses
-
     from classbench.training.config import TrainConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     now = json.loads(json.dumps(now, default=str))
     return sorted(k for k in (set(before) | set(now)) - {"checkpoint_every"}
                   if before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))

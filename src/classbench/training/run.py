@@ -101,14 +101,12 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
     _quiet_lightning()
     try:
         return _fit(config, arch, run_dir, resume_from, worker)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C anywhere: before training, or inside Lightning's fit (see _fit)
         if (run_dir / "config.yaml").is_file():
             raise Interrupted(f"interrupted; continue with: classbench train --resume {run_dir}") from None
         if fresh and not worker:
             shutil.rmtree(run_dir, ignore_errors=True)  # stopped before training began: nothing to resume
         raise Interrupted("interrupted before training began; nothing was kept") from None
-    except Interrupted:
-        raise  # the folder stays, to be resumed
     except ClassbenchError:
         if fresh and not worker and not (run_dir / "last.ckpt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained yet: leave no half-made run folder
@@ -210,14 +208,14 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
                     weights_only=True)  # resume never unpickles arbitrary objects
     except SystemExit:
-        if trainer.interrupted:  # Lightning handles Ctrl-C itself, then exits
-            raise Interrupted(f"training interrupted; continue with: classbench train --resume {run_dir}") from None
+        if trainer.interrupted:  # Lightning handles Ctrl-C itself, then exits: _run reports it
+            raise KeyboardInterrupt from None
         raise
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return TrainResult(run_dir, recorder.best_epoch, {})
     if trainer.interrupted:  # Lightning < 2.5 returns from fit after Ctrl-C
-        raise Interrupted(f"training interrupted; continue with: classbench train --resume {run_dir}")
+        raise KeyboardInterrupt
     return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
 
 
