@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch pinned to the releases that install from local disk here; any torch>=2.4 works.
+# --no-cache-dir: where torch comes from PyPI it is a CUDA build of several GB; no second copy in pip's cache.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test lint clean
@@ -10,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PINS) || $(PY) -m pip install -q "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install -q --no-cache-dir $(TORCH_PINS) || $(PY) -m pip install -q --no-cache-dir "torch>=2.4" "torchvision>=0.19"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +21,19 @@ def need_drone() -> Path:
     if not DRONE.is_dir():
         sys.exit(f"skip: {DRONE} not present (the shared drone_maritime dataset)")
     return DRONE
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary work folder (run folders, replicated data) removed when the script exits.
+
+    The runs in it take gigabytes; ``CLASSBENCH_KEEP_WORK=1`` keeps it for inspection (its path is printed).
+    """
+    work = Path(tempfile.mkdtemp(prefix=f"classbench-{prefix}-"))
+    if os.environ.get("CLASSBENCH_KEEP_WORK") == "1":
+        print(f"work folder kept: {work}")
+    else:
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def replicate(data: Path, factor: int, target: Path) -> Path:

@@ -11,11 +11,10 @@ Usage: .venv/bin/python benchmarks/drone_targets.py [--quick]
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, lite0_weights, need_drone, print_table, write_results  # noqa: E402
+from _common import Timer, lite0_weights, need_drone, print_table, scratch_dir, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 
@@ -24,7 +23,7 @@ SPLIT = {"val": 0.1, "test": 0.3, "seed": 0}  # 70/30 train(+val)/test, as the b
 
 def main() -> None:
     data = need_drone()
-    work = Path(tempfile.mkdtemp(prefix="classbench-drone-"))
+    work = scratch_dir("drone")
     configs = [
         ("scratch resnet18 @128", {"model": "resnet18", "img_size": 128, "epochs": 40, "augment": "aerial"}),
         ("finetune efficientnet_lite0 @128 (ImageNet)",

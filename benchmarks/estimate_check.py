@@ -14,12 +14,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import need_drone, print_table, write_results  # noqa: E402
+from _common import need_drone, print_table, scratch_dir, write_results  # noqa: E402
 
 # Each side runs in a fresh interpreter, as a user runs `classbench bench` and later `classbench train`: in
 # one process the second would find kernels already loaded and tuned by the first (on the H200 that hid
@@ -67,7 +66,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     data = need_drone()
-    work = Path(tempfile.mkdtemp(prefix="classbench-est-"))
+    work = scratch_dir("est")
     rows = []
     for name in args.models.split(","):
         common = {"model": name, "data": str(data), "epochs": args.epochs, "img_size": args.img_size,

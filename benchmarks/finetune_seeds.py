@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import lite0_weights, need_drone, print_table, write_results  # noqa: E402
+from _common import lite0_weights, need_drone, print_table, scratch_dir, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--scales", default="0.1,0.3,1.0", help="backbone learning rate / head learning rate")
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="classbench-ftseeds-"))
+    work = scratch_dir("ftseeds")
     split = work / "split.csv"
     classbench.split(need_drone(), val=0.1, test=0.3, seed=0, out=split)  # one split; only training varies
     rows = []

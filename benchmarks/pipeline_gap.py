@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import need_drone, print_table, replicate, write_results  # noqa: E402
+from _common import need_drone, print_table, replicate, scratch_dir, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="classbench-gap-"))
+    work = scratch_dir("gap")
     data = replicate(need_drone(), args.copies, work / "data") if args.copies > 1 else need_drone()
     rows = []
     for rep in range(args.repeats):

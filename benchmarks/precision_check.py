@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import need_drone, print_table, write_results  # noqa: E402
+from _common import need_drone, print_table, scratch_dir, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     data = need_drone()
-    work = Path(tempfile.mkdtemp(prefix="classbench-prec-"))
+    work = scratch_dir("prec")
     rows = []
     for precision in ("32", "bf16-mixed"):
         run = classbench.train(data, model=args.model, out=work / precision, epochs=args.epochs, img_size=args.img_size,

@@ -15,12 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml  # noqa: E402
-from _common import need_drone, print_table, replicate, write_results  # noqa: E402
+from _common import need_drone, print_table, replicate, scratch_dir, write_results  # noqa: E402
 
 # Runs the CLI in-process, then prints the process's own peak RSS in KiB as the last line.
 MEASURE = """
@@ -43,7 +42,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     data = need_drone()
-    work = Path(tempfile.mkdtemp(prefix="classbench-scale-"))
+    work = scratch_dir("scale")
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
         folder = replicate(data, factor, work / f"data{factor}")

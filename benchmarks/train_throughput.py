@@ -30,14 +30,14 @@ import argparse
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import need_drone, print_table, replicate, write_results  # noqa: E402
+from _common import need_drone, print_table, replicate, scratch_dir, write_results  # noqa: E402
 
 import classbench  # noqa: E402
 from classbench.benchmark import BenchRow  # noqa: E402
@@ -188,33 +188,40 @@ def main() -> None:
     parser.add_argument("--replicate", type=int, default=1, help="train on N distinct copies of every image")
     parser.add_argument("--peer-python", type=Path, default=Path(__file__).resolve().parents[1] / ".peers/bin/python")
     parser.add_argument("--peer-epochs", type=int, default=2, help="0 skips the peers")
+    parser.add_argument("--repeats", type=int, default=1, help="N classbench/ImageAI pairs per model, order alternating")
     parser.add_argument("--plain-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = need_drone()
     if args.plain_only:
         print(_plain_loop(data, args.plain_only, args.img_size, args.batch_size))
         return
-    work = Path(tempfile.mkdtemp(prefix="classbench-tp-"))
+    work = scratch_dir("tp")
     if args.replicate > 1:
         data = replicate(data, args.replicate, work / f"data-x{args.replicate}")
     models = args.models.split(",")
     sizes = {m: imageai_size(m) if args.imageai_sizes else args.img_size for m in models}
     with_peers = args.peer_epochs > 0
     peer_folder, peer_n_train = _materialize(data, work) if with_peers else (None, 0)
-    rows, peers = [], []
-    for m in models:  # each model's ImageAI run right after ours: the VM's speed drifts over tens of minutes
-        rows.append(classbench_row(data, work, m, sizes[m], args.batch_size, args.epochs, args.replicate))
-        if with_peers:
-            peers.append(run_peer(args.peer_python, "imageai", peer_folder, args.peer_epochs, m, args.img_size,
-                                  peer_n_train, work))
+    rows, peers, pooled = [], [], []
+    for m in models:  # each model's ImageAI run right next to ours: the VM's speed drifts over tens of minutes
+        for r in range(args.repeats):  # ours, peer; then peer, ours (ABBA: a steady drift cancels in the pair sums)
+            for side in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
+                if side == "ours":
+                    row = classbench_row(data, work / f"r{r}", m, sizes[m], args.batch_size, args.epochs, args.replicate)
+                    rows.append({**row, "repeat": r})
+                elif with_peers:
+                    row = run_peer(args.peer_python, "imageai", peer_folder, args.peer_epochs, m, args.img_size,
+                                   peer_n_train, work)
+                    peers.append({**row, "repeat": r})
     print_table(rows, list(rows[0]))
     if with_peers:
         peers.append(run_peer(args.peer_python, "ultralytics", peer_folder, args.peer_epochs, "yolov8n-cls",
                               args.img_size, peer_n_train, work))
-        _speedups(rows, peers)
+        pooled = _speedups(rows, peers)
     name = "train_throughput-imageai-sizes" if args.imageai_sizes else f"train_throughput-{args.img_size}px"
     name += f"-x{args.replicate}" if args.replicate > 1 else ""
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers,
+    name += f"-{args.models.replace(',', '-')}-r{args.repeats}" if args.repeats > 1 else ""
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peers": peers, "pooled": pooled,
                "environment": environment_info()}
     write_results(name, payload)
 
@@ -226,17 +233,40 @@ def _materialize(data: Path, work: Path) -> tuple[Path, int]:
     return folder, len(manifest.subset("train"))
 
 
-def _speedups(rows: list[dict], peers: list[dict]) -> None:
+def _speedups(rows: list[dict], peers: list[dict]) -> list[dict]:
+    """Each peer row gets the ratio to classbench's run of the same model and repeat; returns per-model summaries."""
     for peer in peers:
-        ours = next((r for r in rows if r["model"] == peer["model"].split(":")[1]), None)
+        ours = next((r for r in rows if r["model"] == peer["model"].split(":")[1]
+                     and r["repeat"] == peer.get("repeat", 0)), None)
         if not ours or ours["img_size"] != peer["img_size"]:
             continue
         if peer.get("peer_steady_img_s"):
             peer["steady_speedup"] = round(ours["classbench_img_s"] / peer["peer_steady_img_s"], 2)
         if peer.get("peer_run_img_s"):
             peer["whole_run_speedup"] = round(ours["whole_run_img_s"] / peer["peer_run_img_s"], 2)
-    print_table(peers, ["model", "img_size", "epochs", "peer_steady_img_s", "steady_speedup", "peer_run_img_s",
-                        "whole_run_speedup", "peer_seconds", "note"])
+    print_table(peers, ["model", "repeat", "img_size", "epochs", "peer_steady_img_s", "steady_speedup",
+                        "peer_run_img_s", "whole_run_speedup", "peer_seconds", "note"])
+    return _pooled(rows, peers)
+
+
+def _pooled(rows: list[dict], peers: list[dict]) -> list[dict]:
+    """Over repeats: the ratio of summed rates (drift that is linear in time cancels over ABBA) and the median."""
+    summary = []
+    for model in dict.fromkeys(p["model"] for p in peers if p.get("steady_speedup")):
+        paired = [p for p in peers if p["model"] == model and p.get("steady_speedup")]
+        if len(paired) < 2:
+            continue
+        ours = [r for r in rows if r["model"] == model.split(":")[1] and r["repeat"] in {p["repeat"] for p in paired}]
+        summary.append({"model": model, "repeats": len(paired),
+                        "pooled_steady_speedup": round(sum(r["classbench_img_s"] for r in ours)
+                                                       / sum(p["peer_steady_img_s"] for p in paired), 2),
+                        "median_steady_speedup": statistics.median(p["steady_speedup"] for p in paired),
+                        "min_steady_speedup": min(p["steady_speedup"] for p in paired),
+                        "pooled_whole_run_speedup": round(sum(r["whole_run_img_s"] for r in ours)
+                                                          / sum(p["peer_run_img_s"] for p in paired), 2)})
+    if summary:
+        print_table(summary, list(summary[0]))
+    return summary
 
 
 if __name__ == "__main__":

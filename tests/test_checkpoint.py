@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import classbench
 from classbench.benchmark import checkpoint_writes
-from classbench.errors import RunError
+from classbench.errors import Interrupted, RunError
 from classbench.training import resume
 from classbench.training.callbacks import EpochSeed, LastCheckpoint, checkpoint_due
 from classbench.training.loaders import EpochSampler
@@ -135,6 +135,22 @@ def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> Non
     assert proc.returncode == 130, output[-2000:]
     assert f"classbench train --resume {run}" in " ".join(output.split()) and "Traceback" not in output
     assert (run / "last.ckpt").is_file() and not (run / "summary.json").exists()
+
+
+def test_ctrl_c_before_training_began_removes_the_fresh_run_folder(tmp_path, monkeypatch) -> None:
+    """Ctrl-C while the images are being cached: no config, no checkpoint, so nothing could resume; the folder
+    this run made goes, and the message does not advertise a resume."""
+    import classbench.training.loaders as loaders
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    data = make_class_folders(tmp_path / "d", {"a": 12, "b": 12})
+    monkeypatch.setattr(loaders, "_preload", interrupted)
+    with pytest.raises(Interrupted, match="before training began; nothing was kept") as stopped:
+        classbench.train(data, model="test_efficientnet", out=tmp_path / "run", epochs=1, img_size=32, progress=False)
+    assert "--resume" not in str(stopped.value) and stopped.value.exit_code == 130
+    assert not (tmp_path / "run").exists()
 
 
 def test_training_order_depends_only_on_seed_and_epoch() -> None:
