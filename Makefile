@@ -9,6 +9,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 .PHONY: demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c "import shutil; f = shutil.disk_usage('.').free / 2**30; f < 8 and print(f'warning: {f:.1f} GB free here; PyTorch from PyPI (a CUDA build) needs about 6 GB')"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-cache-dir $(TORCH_PINS) || $(PY) -m pip install -q --no-cache-dir "torch>=2.4" "torchvision>=0.19"
