@@ -22,6 +22,8 @@ steps in about 0.3 s, too short to time (the GPU is still raising its clocks); 8
 
 Usage: .venv/bin/python benchmarks/train_throughput.py [--img-size 128] [--models a,b] [--epochs 3] [--replicate 1]
        .venv/bin/python benchmarks/train_throughput.py --imageai-sizes --epochs 3 --peer-epochs 3
+       .venv/bin/python benchmarks/train_throughput.py --imageai-sizes --models densenet121 --epochs 3 \
+           --peer-epochs 3 --repeats 4   # ABBA pairs, pooled: a drift linear in time cancels (~32 min)
 """
 
 from __future__ import annotations
