@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch pinned to the releases that install from local disk here; any torch>=2.4 works.
+# torch pinned to the releases this machine's pip constraints allow (torch<=2.14.1); any torch>=2.4 works.
 # --no-cache-dir: where torch comes from PyPI it is a CUDA build of several GB; no second copy in pip's cache.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
