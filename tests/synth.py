@@ -1,7 +1,10 @@
-"""Generate small, real image datasets on disk for training tests (learnable, deterministic)."""
+"""Generate small, real image datasets on disk for training tests (learnable, deterministic); and wait for a
+training process to write a file (the kill/interrupt tests)."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +52,10 @@ def make_overlapping_classes(root: Path, counts: dict[str, int], shift: float = 
             img = level + rng.normal(0, 6.0, (size, size, 3))
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}_{j:04d}.png")
     return root
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float, poll: float = 0.01) -> None:
+    """Return once ``path`` exists, ``proc`` has ended, or ``timeout`` seconds have passed."""
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(poll)

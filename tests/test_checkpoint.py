@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +19,7 @@ from classbench.errors import Interrupted, RunError
 from classbench.training import resume
 from classbench.training.callbacks import EpochSeed, LastCheckpoint, checkpoint_due
 from classbench.training.loaders import EpochSampler
-from tests.synth import make_class_folders
+from tests.synth import make_class_folders, wait_for_file
 
 
 class TinyModule(L.LightningModule):
@@ -127,9 +126,7 @@ def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> Non
     cmd = [sys.executable, "-m", "classbench.cli", "train", str(data), "--model", "test_efficientnet", "--epochs", "5",
            "--img-size", "32", "--batch-size", "2", "--checkpoint-every", "0", "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while not (run / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(run / "last.ckpt", proc, 240)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-2000:]

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import classbench
 from classbench.comparison import LEADERBOARD_COLUMNS
 from classbench.errors import RunError
 from classbench.training.child import child_command
-from tests.synth import make_class_folders
+from tests.synth import make_class_folders, wait_for_file
 
 TINY = ["test_efficientnet", "resnet18"]
 
@@ -71,9 +70,7 @@ def test_interrupted_compare_resumes_and_keeps_finished_models(tmp_path) -> None
            "--epochs", "4", "--img-size", "32", "--batch-size", "8", "--checkpoint-every", "0",
            "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 400
-    while not (out / "resnet18" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_file(out / "resnet18" / "last.ckpt", proc, 400, poll=0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "compare finished before it could be interrupted"

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 
 import classbench
 from classbench.models import read_state_dict
-from tests.synth import make_class_folders
+from tests.synth import make_class_folders, wait_for_file
 from tests.test_train import _recall
 
 CLI = [sys.executable, "-m", "classbench.cli"]
@@ -57,9 +56,7 @@ def test_sigkill_then_resume_completes_with_consistent_metrics(tmp_path) -> None
     cmd = CLI + ["train", str(data), "--model", "test_efficientnet", "--epochs", "5", "--img-size", "32",
                  "--batch-size", "2", "--checkpoint-every", "0", "--out", str(run)]  # small batches: each epoch takes seconds
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while not (run / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(run / "last.ckpt", proc, 240)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
