@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import yaml
 from torch import nn
 
 import classbench
+from classbench.fused_norm import FusedBatchNormAct2d
 from classbench.models import load_model
 from classbench.speed import Fp32Conv2d, cpu_levers, fp32_strided_depthwise, out_of_place_activations
 from tests.synth import make_class_folders
@@ -114,6 +116,7 @@ def test_levers_follow_precision_and_device() -> None:
     net = timm.create_model("test_efficientnet", num_classes=3)
     done = cpu_levers(net, "bf16-mixed", on_gpu=False)
     assert done["fp32_strided_depthwise_convs"] == 2
+    assert done["fused_norm_act"] == (4 if shutil.which("cc") or shutil.which("gcc") else done["fused_norm_act"])
     assert sum(isinstance(m, Fp32Conv2d) for m in net.modules()) == 2
 
 
@@ -125,7 +128,7 @@ def test_bf16_training_run_records_levers_and_saves_a_plain_model(tmp_path) -> N
     assert levers["fp32_strided_depthwise_convs"] == 2 and "malloc_tuned" in levers
     model, meta = load_model(run.path)
     assert meta["classes"] == ["a", "b"]
-    assert not any(isinstance(m, Fp32Conv2d) for m in model.modules())  # what is saved and loaded is plain timm
+    assert not any(isinstance(m, (Fp32Conv2d, FusedBatchNormAct2d)) for m in model.modules())  # saved: plain timm
 
 
 def test_fused_adamw_where_supported_and_clipping_still_applies() -> None:
