@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,12 +58,13 @@ def _build(target: Path, compiler: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], check=True, capture_output=True, timeout=120)
+        command = [*shlex.split(compiler), *FLAGS, str(SOURCE), "-o", str(out)]  # CC may be "ccache gcc"
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
         os.replace(out, target)  # atomic: processes building at once (DDP) each rename a complete file
 
 
 def load() -> ctypes.CDLL | None:
-    """The built kernel library, building it on first use; None (see :func:`unavailable_reason`) when it can't."""
+    """The built kernel library, building it on first use; None when it can't (``_unavailable`` says why)."""
     global _library, _unavailable
     if _library is not None or _unavailable is not None:
         return _library
@@ -80,15 +82,9 @@ def load() -> ctypes.CDLL | None:
             _build(target, compiler)
         _library = _bind(ctypes.CDLL(str(target)))
     except (OSError, subprocess.SubprocessError) as err:
-        detail = getattr(err, "stderr", b"") or b""
-        _unavailable = f"could not build {SOURCE.name} with {compiler}: {detail.decode(errors='replace')[:200] or err}"
+        detail = " ".join((getattr(err, "stderr", b"") or b"").decode(errors="replace").split())[:200] or str(err)
+        _unavailable = f"could not build {SOURCE.name} with {compiler}: {detail}"
     return _library
-
-
-def unavailable_reason() -> str | None:
-    """Why the fused kernels can't be used here, or None when they can (after :func:`load`)."""
-    load()
-    return _unavailable
 
 
 def _check_platform() -> str | None:
