@@ -3,7 +3,7 @@
 On a CPU the memory-bound BatchNorm and activation passes, not the convolutions, bound a bf16 training step
 of densenet121 (BN 30%, ReLU 23% of the step). ``fused_norm.c`` does BatchNorm's statistics, normalisation,
 activation and their backward in 3 + 5 passes over the activations instead of PyTorch's 5 + 8, and sums more
-precisely. Measured on 2 Xeon cores, model-only step @224, batch 32: densenet121 +14-18%, mobilenetv2 +29%,
+precisely. Measured on 2 Xeon cores, model-only step @224, batch 32: densenet121 +14-24%, mobilenetv2 +29%,
 inception_v3 +7-18% (benchmarks/cpu_levers.py).
 
 The C file is compiled once per machine with the system's C compiler into a user cache folder and loaded with
