@@ -4,8 +4,7 @@ Configurations (each in a fresh interpreter, since the allocator setting is proc
 - base: bf16 autocast + channels_last (what `precision auto` gives on a bf16 CPU), glibc's default allocator;
 - +malloc: freed memory kept in the heap (speed.tune_allocator);
 - +malloc+fp32dw: and strided depthwise convolutions in fp32 (speed.fp32_strided_depthwise);
-- +fused: and BatchNorm+ReLU/ReLU6 fused into one C kernel (fused_norm.fuse_norm_act; opt-in,
-  CLASSBENCH_FUSED_NORM=on) = classbench with that switch.
+- +fused: and BatchNorm+ReLU/ReLU6 fused into one C kernel (fused_norm.fuse_norm_act) = classbench.
 Activations run out of place in none of them (speed.out_of_place_activations is measured by its own test).
 
 Usage: .venv/bin/python benchmarks/cpu_levers.py [--img-size 128] [--models a,b] [--steps 8]
@@ -80,12 +79,11 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         row: dict = {"model": model, "img_size": args.img_size}
-        for config, (malloc, _, fused) in CONFIGS.items():
+        for config, (malloc, *_) in CONFIGS.items():
             done = subprocess.run([sys.executable, __file__, "--one", model, config, "--img-size", str(args.img_size),
                                    "--batch-size", str(args.batch_size), "--steps", str(args.steps)],
                                   capture_output=True, text=True, check=True,
-                                  env={**os.environ, "CLASSBENCH_MALLOC": malloc,
-                                       "CLASSBENCH_FUSED_NORM": "on" if fused else "off"})
+                                  env={**os.environ, "CLASSBENCH_MALLOC": malloc})
             result = json.loads(done.stdout.strip().splitlines()[-1])
             row[f"{config} img/s"] = result["img_s"]
             row[f"{config} faults/step"] = result["faults_per_step"]

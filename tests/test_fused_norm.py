@@ -23,7 +23,7 @@ needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which(
 def fresh_build(tmp_path, monkeypatch):
     """A cold kernel cache in tmp_path and no library loaded yet in this process."""
     monkeypatch.setenv("CLASSBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CLASSBENCH_FUSED_NORM", "on")
+    monkeypatch.delenv("CLASSBENCH_FUSED_NORM", raising=False)
     monkeypatch.setattr(fused_norm, "_library", None)
     monkeypatch.setattr(fused_norm, "_unavailable", None)
     return tmp_path / "cache" / "kernels"
@@ -142,10 +142,10 @@ def test_swapped_model_keeps_its_state_dict_and_learns(fresh_build) -> None:
     assert any(not torch.equal(b, torch.ones_like(b)) for n, b in reference.named_buffers() if n.endswith("running_var"))
 
 
-def test_off_by_default_swaps_nothing(fresh_build, monkeypatch) -> None:
-    monkeypatch.delenv("CLASSBENCH_FUSED_NORM")
+def test_turned_off_by_environment_swaps_nothing(fresh_build, monkeypatch) -> None:
+    monkeypatch.setenv("CLASSBENCH_FUSED_NORM", "off")
     model = timm.create_model("test_byobnet", num_classes=3)
-    assert fuse_norm_act(model) == "unavailable: off by default; CLASSBENCH_FUSED_NORM=on turns it on"
+    assert fuse_norm_act(model) == "unavailable: turned off by CLASSBENCH_FUSED_NORM"
     assert not any(isinstance(m, FusedBatchNormAct2d) for m in model.modules())
     assert not fresh_build.exists()
 

@@ -6,13 +6,9 @@ activation and their backward in 3 + 5 passes over the activations instead of Py
 precisely. Measured on 2 Xeon cores, model-only step @224, batch 32: densenet121 +14-24%, mobilenetv2 +29%,
 inception_v3 +7-18% (benchmarks/cpu_levers.py).
 
-Opt-in (``CLASSBENCH_FUSED_NORM=on``) for now: in the test suite's Ctrl-C test, a training subprocess started
-by pytest with the kernels on ran to the end and ignored its SIGINT (2 of 2 clean-clone CI runs), which a
-standalone run does not; until that is understood the default stays PyTorch's kernels.
-
 The C file is compiled once per machine with the system's C compiler into a user cache folder and loaded with
-ctypes (no PyTorch headers, under a second to build). Without a compiler, or off Linux, or without
-``CLASSBENCH_FUSED_NORM=on``, nothing changes: :func:`fuse_norm_act` swaps no module and says why.
+ctypes (no PyTorch headers, under a second to build). Without a compiler, or off Linux, or with
+``CLASSBENCH_FUSED_NORM=off``, nothing changes: :func:`fuse_norm_act` swaps no module and says why.
 Evaluation, fp32 and GPU runs always take PyTorch's own kernels.
 """
 
@@ -92,8 +88,8 @@ def load() -> ctypes.CDLL | None:
 
 
 def _check_platform() -> str | None:
-    if os.environ.get("CLASSBENCH_FUSED_NORM", "off").lower() not in ("on", "1", "true"):
-        return "off by default; CLASSBENCH_FUSED_NORM=on turns it on"
+    if os.environ.get("CLASSBENCH_FUSED_NORM", "on").lower() in ("off", "0", "false"):
+        return "turned off by CLASSBENCH_FUSED_NORM"
     if sys.platform != "linux":
         return "built only on Linux"
     if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():

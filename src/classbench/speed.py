@@ -11,8 +11,8 @@
   than the out-of-place ones (ReLU6 on 32x96x112x112 bf16, forward + backward: 86 ms in place, 53 ms not;
   ``hardtanh_`` clamps into a new tensor and copies it back), so CPU training runs them out of place: a whole
   bf16 step @224 mobilenetv2 +10%, densenet121 +9%, resnet50 +4%, same peak memory.
-- ``fused_norm.fuse_norm_act`` (CPU bf16, opt-in ``CLASSBENCH_FUSED_NORM=on``): timm's BatchNorm+ReLU/ReLU6
-  modules run as one C kernel, built once per machine (densenet121 +14-24%, mobilenetv2 +29%, inception_v3 +7-18% per model-only step @224).
+- ``fused_norm.fuse_norm_act`` (CPU bf16): timm's BatchNorm+ReLU/ReLU6 modules run as one C kernel, built once
+  per machine (densenet121 +14-24%, mobilenetv2 +29%, inception_v3 +7-18% per model-only step @224).
 - :func:`adamw`: PyTorch's fused AdamW kernel (CPU and CUDA) instead of the default multi-tensor one:
   an inception_v3 optimiser step took 16 ms instead of 54 ms on 2 cores (mobilenetv2: 1.7 vs 6.3 ms).
 """
