@@ -123,11 +123,13 @@ def test_resuming_a_finished_run_says_so(tmp_path) -> None:
 def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> None:
     data = make_class_folders(tmp_path / "d", {"a": 150, "b": 150})
     run = tmp_path / "run"
-    # 30 epochs (~1.5 s each here): the SIGINT lands mid-run even when this process is scheduled late (it once
-    # arrived after all of a 5-epoch run had finished, under 2-core contention)
+    # 30 epochs (~1.5 s each here): the SIGINT lands mid-run even when this process is scheduled late
     cmd = [sys.executable, "-m", "classbench.cli", "train", str(data), "--model", "test_efficientnet", "--epochs", "30",
            "--img-size", "32", "--batch-size", "2", "--checkpoint-every", "0", "--out", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell that starts the suite with `&` (no job control) makes it ignore SIGINT, and children inherit that:
+    # give the child the default disposition so that Python installs its KeyboardInterrupt handler
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_file(run / "last.ckpt", proc, 240)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
