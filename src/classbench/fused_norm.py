@@ -148,8 +148,8 @@ class _BatchNormAct(torch.autograd.Function):
                                     rows, channels, ctx.act, sum_g.data_ptr(), sum_gx.data_ptr()):
             raise MemoryError("fused BatchNorm: out of memory")
         sum_g, sum_gx = sum_g.float(), sum_gx.float()
-        # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a * g + b * x + d
-        a = (weight.detach().float() * invstd).contiguous()
+        # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a * g + b * x + d, with a = w * invstd = scale
+        a = scale
         b = (-a * invstd * invstd * sum_gx / rows).contiguous()
         d = (-a * sum_g / rows - b * mean).contiguous()
         dx = torch.empty_like(x, memory_format=torch.channels_last)
