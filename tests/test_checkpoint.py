@@ -138,6 +138,27 @@ def test_ctrl_c_stops_with_the_resume_command_and_keeps_the_run(tmp_path) -> Non
     assert (run / "last.ckpt").is_file() and not (run / "summary.json").exists()
 
 
+def test_ctrl_c_while_the_progress_display_restarts_still_offers_the_resume(tmp_path, monkeypatch) -> None:
+    """The CI failure this reproduces: the SIGINT landed while Lightning restarted rich's display for the next epoch,
+    after the refresh thread was made and before it started; stopping the display then joined an unstarted thread."""
+    from lightning.pytorch.callbacks.progress import rich_progress
+
+    starts = []
+
+    def start_then_interrupt(thread) -> None:
+        starts.append(thread)
+        if len(starts) == 3:  # the display made at train start, restarted for epoch 2, then for epoch 3: Ctrl-C
+            raise KeyboardInterrupt
+
+    data = make_class_folders(tmp_path / "d", {"a": 12, "b": 12})
+    monkeypatch.setattr(rich_progress._RefreshThread, "start", start_then_interrupt)
+    with pytest.raises(Interrupted, match="classbench train --resume") as stopped:
+        classbench.train(data, model="test_efficientnet", out=tmp_path / "run", epochs=3, img_size=32, batch_size=4,
+                         checkpoint_every=0)
+    assert stopped.value.exit_code == 130 and len(starts) == 3
+    assert (tmp_path / "run" / "last.ckpt").is_file() and not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_ctrl_c_before_training_began_removes_the_fresh_run_folder(tmp_path, monkeypatch) -> None:
     """Ctrl-C while the images are being cached: no config, no checkpoint, so nothing could resume; the folder
     this run made goes, and the message does not advertise a resume."""

@@ -167,6 +167,16 @@ class ProgressBar(RichProgressBar):
             self._metrics, self._read_at = super().get_metrics(trainer, pl_module), now
         return {**self._metrics, "img_s": f"{self.recorder.images_per_s:.0f}"}
 
+    def _stop_progress(self) -> None:
+        # Lightning restarts rich's display at each epoch; a Ctrl-C that lands after rich made its refresh thread
+        # and before it started it would make stop() join an unstarted thread: a RuntimeError instead of the
+        # KeyboardInterrupt (and no resume hint). Such a thread never ran: there is nothing to stop or join.
+        live = getattr(self.progress, "live", None)
+        thread = getattr(live, "_refresh_thread", None)
+        if thread is not None and thread.ident is None:
+            live._refresh_thread = None
+        super()._stop_progress()
+
 
 def _current_lr(trainer: L.Trainer) -> float:
     if not trainer.optimizers:
