@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -34,20 +35,21 @@ def step():
     model(x).sum().backward(); optimizer.step(); optimizer.zero_grad()
 for _ in range(6):  # the tuned heap grows to its working size during the first steps
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults_per_step(env_value: str | None) -> tuple[str, int]:
+def _faults_per_step(env_value: str | None) -> tuple[str, list[int]]:
+    """Whether the allocator was tuned, and the minor page faults of each of 7 steps after warm-up."""
     env = {k: v for k, v in os.environ.items() if k != "CLASSBENCH_MALLOC"}
     if env_value:
         env["CLASSBENCH_MALLOC"] = env_value
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True)
-    tuned, faults = out.stdout.split()
-    return tuned, int(faults)
+    tuned, *faults = out.stdout.split()
+    return tuned, [int(f) for f in faults]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator setting")
@@ -55,8 +57,9 @@ def test_tuned_allocator_stops_page_faulting_every_training_step() -> None:
     tuned, faults = _faults_per_step(None)
     default, default_faults = _faults_per_step("default")
     assert (tuned, default) == ("True", "False")
-    assert default_faults > 5_000  # activations over 32 MB are mapped in again on every step
-    assert faults < default_faults / 10, (faults, default_faults)  # seen: 0-800 vs 10,000-45,000
+    assert min(default_faults) > 5_000, default_faults  # activations over 32 MB are mapped in again on every step
+    # the median step: an occasional step where the tuned heap still grows (seen: 1,500 faults) is not "every step"
+    assert statistics.median(faults) < min(default_faults) / 10, (faults, default_faults)
 
 
 def _toy() -> nn.Sequential:
