@@ -57,9 +57,11 @@ def test_tuned_allocator_stops_page_faulting_every_training_step() -> None:
     tuned, faults = _faults_per_step(None)
     default, default_faults = _faults_per_step("default")
     assert (tuned, default) == ("True", "False")
-    assert min(default_faults) > 5_000, default_faults  # activations over 32 MB are mapped in again on every step
-    # the median step: an occasional step where the tuned heap still grows (seen: 1,500 faults) is not "every step"
-    assert statistics.median(faults) < min(default_faults) / 10, (faults, default_faults)
+    # Median steps on both sides: glibc's own threshold moves now and then, so a single default step can come in
+    # low (seen in CI: 1,953 between 20,273 and 22,946), and a single tuned step can still grow the heap (1,537).
+    typical_default = statistics.median(default_faults)
+    assert typical_default > 5_000, default_faults  # big activations are mapped in again on a typical step
+    assert statistics.median(faults) < typical_default / 10, (faults, default_faults)
 
 
 def _toy() -> nn.Sequential:
