@@ -19,7 +19,7 @@ from tests.synth import make_class_folders
 def test_bench_model_only_and_pipeline(tmp_path) -> None:
     data = make_class_folders(tmp_path / "d", {"a": 40, "b": 40})
     result = classbench.bench(["test_efficientnet"], img_size=32, batch_size=8, data=data, epochs=3, steps=3,
-                              warmup=1, out=tmp_path / "bench.json")
+                              warmup=1, out=tmp_path / "bench.json", folds=4)
     row = result.rows[0]
     assert row.model == "test_efficientnet" and row.img_size == 32
     assert row.train_images_per_s > 0 and row.infer_images_per_s > 0 and row.infer_ms_batch1 > 0
@@ -37,8 +37,14 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert parts["model_setup"] > 0
     assert row.estimated_run_seconds == pytest.approx(once + 3 * per_epoch, abs=0.1)
     assert row.peak_memory_mb is None or row.peak_memory_mb > 10
+    # compare --folds 4: four fold runs (each trains on 3/4 of the non-test images less its inner val) + the refit
+    assert row.folds == 4 and once < row.estimated_fold_run_seconds < row.estimated_run_seconds + parts["epoch_validation"]
+    assert row.estimated_compare_seconds == pytest.approx(4 * row.estimated_fold_run_seconds + row.estimated_run_seconds,
+                                                          abs=0.2)
+    assert result.estimated_compare_seconds == pytest.approx(row.estimated_compare_seconds, abs=0.2)
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][0]["model"] == "test_efficientnet" and saved["environment"]["cpu_count"] >= 1
+    assert saved["estimated_compare_seconds"] == result.estimated_compare_seconds
 
 
 def test_train_rate_leaves_a_slow_first_step_to_the_one_off_part() -> None:

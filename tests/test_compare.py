@@ -1,4 +1,4 @@
-"""The bake-off end to end with two tiny models: leaderboard, figures, report, resume, preset, demo."""
+"""The bake-off end to end with tiny models: folds, verdict, never test, resume, seeds, preset, demo."""
 
 from __future__ import annotations
 
@@ -32,34 +32,109 @@ def data(tmp_path_factory) -> Path:
     return make_class_folders(tmp_path_factory.mktemp("cmp") / "data", {"a": 30, "b": 24, "c": 8})
 
 
-@pytest.mark.slow
-def test_compare_two_models_end_to_end(data, tmp_path) -> None:
-    board = classbench.compare(data, models=TINY, out=tmp_path / "cmp", epochs=2, img_size=32, progress=False)
-    rows = _leaderboard(board.path)
-    assert [r["model"] for r in rows] == [r["model"] for r in board.rows] and len(rows) == 2
-    assert list(rows[0]) == LEADERBOARD_COLUMNS
-    scores = [float(r["test_macro_f1"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)
-    for row in rows:
-        for key in ("params", "train_seconds", "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32",
-                    "val_macro_f1", "test_acc", "test_balanced_acc", "worst_class_recall", "ece"):
-            assert row[key] not in ("", None), key
-    # one split, made once, reused by every model (same hash recorded in every run's config)
+def _split_parts(run: Path) -> dict[str, set[str]]:
     from classbench.data.manifest import Manifest
 
-    shared = Manifest.load(board.path / "split.csv").sha256()
-    for name in TINY:
-        run = board.path / name
-        assert yaml.safe_load((run / "config.yaml").read_text())["split"]["sha256"] == shared
-        assert json.loads((run / "eval.json").read_text())["split"] == "test"
-    for figure in ("curves_grid.png", "training_time.png", "score_vs_time.png", "class_counts.png"):
-        assert (board.path / figure).stat().st_size > 1000, figure
-    html = (board.path / "report.html").read_text()
-    assert all(name in html for name in TINY)
-    md = (board.path / "leaderboard.md").read_text().splitlines()
-    assert md[0].startswith("| model |") and len(md) == 2 + len(TINY)
-    assert [line.split("|")[1].strip() for line in md[2:]] == [r["model"] for r in rows]
+    m = Manifest.load(run / "split.csv")
+    return {part: {str(s.path) for s in m.subset(part)} for part in ("train", "val", "test")}
+
+
+@pytest.mark.slow
+def test_cross_validated_compare_end_to_end(data, tmp_path) -> None:
+    board = classbench.compare(data, models=TINY, out=tmp_path / "cmp", epochs=1, img_size=32, folds=2, progress=False)
+    out = board.path
+    rows = _leaderboard(out)
+    assert [r["model"] for r in rows] == [r["model"] for r in board.rows] and len(rows) == 2
+    assert list(rows[0]) == LEADERBOARD_COLUMNS
+    assert [r["status"] for r in rows][0] == "best" and rows[1]["status"] in ("tied", "worse")
+    scores = [float(r["heldout_macro_f1"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)  # ranked on held-out predictions
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["protocol"].startswith("2-fold cross-validation") and verdict["selected"] == rows[0]["model"]
+    assert board.sentence == verdict["sentence"] and rows[1]["model"] in board.sentence
+    # the folds: every architecture trains on the same ones; the locked test images are in none of them
+    from classbench.data.manifest import Manifest
+
+    locked = {str(s.path) for s in Manifest.load(out / "split.csv").subset("test")}
+    with open(out / "folds.csv") as fh:
+        folds = {r["path"]: int(r["fold"]) for r in csv.DictReader(fh)}
+    assert not locked & set(folds) and len(folds) + len(locked) == 62
+    for k in (1, 2):
+        parts = [_split_parts(out / "cv" / name / f"fold-{k}") for name in TINY]
+        assert parts[0] == parts[1]  # paired: same training images, same inner val, same held-out fold
+        assert parts[0]["test"] == {p for p, f in folds.items() if f == k}
+        assert not locked & set().union(*parts[0].values())
+        for name in TINY:
+            assert json.loads((out / "cv" / name / f"fold-{k}" / "eval.json").read_text())["n_images"] == len(parts[0]["test"])
+    # only the selected architecture is refit and opened on the test split, once
+    best, other = rows[0]["model"], rows[1]["model"]
+    assert not (out / other).exists() and rows[1]["test_macro_f1"] == "" and rows[1]["run_dir"] == ""
+    final = json.loads((out / best / "eval.json").read_text())
+    assert final["split"] == "test" and final["n_images"] == len(locked) and rows[0]["test_macro_f1"] != ""
+    assert _split_parts(out / best)["test"] == locked
+    for figure in ("curves_grid.png", "training_time.png", "score_vs_time.png", "class_counts.png", "verdict.png"):
+        assert (out / figure).stat().st_size > 1000, figure
+    with open(out / "label_issues.csv") as fh:
+        assert next(csv.reader(fh)) == ["rank", "path", "given", "suggested", "margin", "self_confidence", "source"]
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in TINY) and "2-fold cross-validation" in html
+    md = (out / "leaderboard.md").read_text().splitlines()
+    assert md[0].startswith("**Verdict:**") and len(md) == 4 + len(TINY)
     assert board.best.predict(next(data.glob("a/*.png")))[0][0] in {"a", "b", "c"}
+    assert str(board.best.path).startswith(str(out / best))
+
+
+@pytest.mark.slow
+def test_the_ranking_never_reads_the_test_split(data, tmp_path) -> None:
+    """The same compare with the test labels scrambled gives the same verdict to the last digit."""
+    from classbench.data.manifest import Manifest, Sample
+    from classbench.data.split import split
+
+    manifest = split(data, val=0.2, test=0.1, seed=0).manifest
+    manifest.save(tmp_path / "honest.csv")
+    classes = manifest.classes
+    scrambled = [Sample(s.path, classes[(classes.index(s.label) + 1) % len(classes)], s.split, s.group)
+                 if s.split == "test" else s for s in manifest.samples]
+    Manifest(scrambled, classes).save(tmp_path / "scrambled.csv")
+    boards = [classbench.compare(tmp_path / f"{name}.csv", models=TINY, out=tmp_path / name, epochs=1, img_size=32,
+                                 folds=2, progress=False) for name in ("honest", "scrambled")]
+    keys = ("model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std")
+    assert [[r[k] for k in keys] for r in boards[0].rows] == [[r[k] for k in keys] for r in boards[1].rows]
+    assert boards[0].sentence == boards[1].sentence
+    assert boards[0].rows[0]["test_acc"] != boards[1].rows[0]["test_acc"]  # the test split itself did change
+
+
+@pytest.mark.slow
+def test_seeds_compare_with_lr_auto_reuses_the_found_rate(data, tmp_path) -> None:
+    board = classbench.compare(data, models=["test_efficientnet", "resnet10t"], out=tmp_path / "s", epochs=1,
+                               img_size=32, seeds=2, lr="auto", progress=False)
+    out = board.path
+    assert board.protocol == "2 seeds on the validation split"
+    for name in ("test_efficientnet", "resnet10t"):
+        first = yaml.safe_load((out / name / "config.yaml").read_text())
+        again = yaml.safe_load((out / "cv" / name / "seed-1" / "config.yaml").read_text())
+        assert first["args"]["lr"] == "auto" and first["resolved"]["lr_search"]["source"].startswith("lr_find")
+        assert again["args"]["lr"] == first["resolved"]["lr"] == again["resolved"]["lr"]  # found once per architecture
+        assert again["args"]["seed"] == 1 and again["split"]["sha256"] == first["split"]["sha256"]
+        assert (out / name / "predictions-val.csv").is_file()
+    best = board.rows[0]["model"]
+    evaluated = [name for name in ("test_efficientnet", "resnet10t") if (out / name / "eval.json").is_file()]
+    assert evaluated == [best]  # the others were never opened on test
+    assert {r["lr"] for r in board.rows} == {float(r) for r in (
+        yaml.safe_load((out / n / "config.yaml").read_text())["resolved"]["lr"] for n in ("test_efficientnet", "resnet10t"))}
+
+
+def test_folds_a_class_cannot_fill_is_one_line_naming_the_class(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from classbench.cli import app
+
+    small = make_class_folders(tmp_path / "small", {"a": 20, "rare": 5})
+    result = CliRunner().invoke(app, ["compare", str(small), "--models", "test_efficientnet", "--folds", "5",
+                                      "--img-size", "32", "--out", str(tmp_path / "c")], env={"COLUMNS": "200"})
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "class 'rare' has only 4 image group(s)" in result.output and "use --folds 4 or fewer" in result.output
+    assert not list((tmp_path / "c").glob("cv"))  # nothing trained
 
 
 @pytest.mark.slow
@@ -67,24 +142,25 @@ def test_interrupted_compare_resumes_and_keeps_finished_models(tmp_path) -> None
     data = make_class_folders(tmp_path / "data", {"a": 120, "b": 120})
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "classbench.cli", "compare", str(data), "--models", "test_efficientnet,resnet18",
-           "--epochs", "4", "--img-size", "32", "--batch-size", "8", "--checkpoint-every", "0",
+           "--epochs", "4", "--img-size", "32", "--batch-size", "8", "--checkpoint-every", "0", "--folds", "2",
            "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for_file(out / "resnet18" / "last.ckpt", proc, 400, poll=0.05)
+    killed_run = out / "cv" / "resnet18" / "fold-1"
+    wait_for_file(killed_run / "last.ckpt", proc, 400, poll=0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "compare finished before it could be interrupted"
-    with open(out / "resnet18" / "metrics.csv") as fh:
+    with open(killed_run / "metrics.csv") as fh:
         assert 1 <= len(list(csv.DictReader(fh))) < 4  # killed mid-run: last.ckpt exists before training ends
-    first = out / "test_efficientnet" / "model.safetensors"
+    first = out / "cv" / "test_efficientnet" / "fold-1" / "model.safetensors"
     kept = first.stat().st_mtime_ns
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "already trained" in done.stderr
     assert first.stat().st_mtime_ns == kept
-    with open(out / "resnet18" / "metrics.csv") as fh:
+    with open(killed_run / "metrics.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
-    assert len(_leaderboard(out)) == 2
+    assert len(_leaderboard(out)) == 2 and (out / "verdict.json").is_file()
 
 
 @pytest.mark.slow
@@ -115,12 +191,16 @@ def test_demo_builds_imbalanced_digits_and_reports_every_class(tmp_path) -> None
 def test_rerun_with_other_training_options_is_refused(data, tmp_path) -> None:
     """Every model of a compare trains under the same options: a re-run that changes one is not a resume."""
     out = tmp_path / "cmp"
-    classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, progress=False)
+    classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, folds=1,
+                       progress=False)
     with pytest.raises(RunError, match="batch_size"):
-        classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=4,
+        classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=4, folds=1,
+                           progress=False)
+    with pytest.raises(RunError, match="folds"):
+        classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, folds=2,
                            progress=False)
     # the same conditions spelled otherwise, and another checkpoint interval, are the same compare
-    classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8,
+    classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, folds=1,
                        augment="light", checkpoint_every=0, progress=False)
 
 

@@ -72,6 +72,25 @@ def test_disk_cache_persists_across_instances(samples, tmp_path):
     assert torch.equal(pickle.loads(pickle.dumps(ds))[1][0], expected)
 
 
+def test_a_pool_shares_one_cache_between_subsets_and_instances(samples, tmp_path, monkeypatch):
+    """A compare's runs (each model, each fold) bind different subsets of one pool: each image decodes once."""
+    pool = [s.path for s in samples]
+    first = ImageCache(SIZE, "auto", cache_dir=tmp_path / "c", pool=pool).preload(samples[:4])  # fold 1's images
+    assert first.file is not None and first.filled == 4
+    import classbench.data.dataset as dataset_module
+
+    decoded = []
+    real = dataset_module.load_image
+    monkeypatch.setattr(dataset_module, "load_image", lambda p: decoded.append(p) or real(p))
+    later = ImageCache(SIZE, "auto", cache_dir=tmp_path / "c", pool=pool)  # another run, another subset
+    store = later.preload(samples[2:])
+    assert store.file == first.file and decoded == [s.path for s in samples[4:]]  # only the new images decode
+    expected = to_uint8_tensor(Image.open(samples[2].path).convert("RGB"), SIZE)
+    assert torch.equal(store.get(0), expected)
+    outside = ImageCache(SIZE, "disk", cache_dir=tmp_path / "c", pool=pool[:2]).bind(pool[2:])
+    assert outside.file != first.file  # files outside the pool get a cache of their own
+
+
 def test_identical_files_share_a_disk_slot(tmp_path):
     a = write_image(tmp_path / "x" / "a.png", seed=1)
     b = tmp_path / "x" / "b.png"

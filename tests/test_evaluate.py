@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from sklearn import metrics as skm
 from classbench.data.imageio import load_image
 from classbench.data.manifest import Manifest, Sample
 from classbench.data.transforms import normalize, to_uint8_tensor
-from classbench.evaluation import EvalResult, evaluate, render_eval
+from classbench.errors import DataError
+from classbench.evaluation import EvalResult, evaluate, read_predictions, render_eval, write_predictions
+from classbench.intervals import DEGENERATE_F1, eval_intervals
+from classbench.metrics import balanced_accuracy_interval, classification_summary, proportion_interval
 from classbench.models import create_model, save_model
 
 CLASSES = ["blue", "green", "red", "stripes"]
@@ -158,8 +162,22 @@ def test_test_split_files_and_metrics_match_sklearn(tested: tuple[Path, EvalResu
     rows = list(csv.reader(io.StringIO((run / "confusion.csv").read_text())))
     assert rows[0][1:] == CLASSES and [r[0] for r in rows[1:]] == CLASSES
     assert [[int(v) for v in r[1:]] for r in rows[1:]] == cm.tolist()
+    n_right = int(np.trace(cm))
+    assert ev["ci95"]["accuracy"] == pytest.approx(list(proportion_interval(n_right, len(test))))  # Clopper-Pearson
+    assert ev["ci95"]["balanced_accuracy"] == pytest.approx(list(balanced_accuracy_interval(np.diag(cm), s)))
     low, high = ev["ci95"]["accuracy"]
-    assert low <= m["accuracy"] <= high and len(ev["ci95"]["macro_f1"]) == 2
+    assert low < m["accuracy"] < high and set(ev["ci95"]) == set(ev["ci_method"]) == {
+        "accuracy", "balanced_accuracy", "macro_f1"}
+    assert ev["ci_method"]["accuracy"] == "Clopper-Pearson exact"
+    assert ev["ci_method"]["balanced_accuracy"] == "Clopper-Pearson per class, Bonferroni-combined"
+    low, high = ev["ci95"]["balanced_accuracy"]
+    assert low <= m["balanced_accuracy"] <= high and low < high  # holds the sample value, never zero wide
+    assert "bootstrap" in ev["ci_method"]["macro_f1"] and ev["ci95"]["macro_f1"][0] < ev["ci95"]["macro_f1"][1]
+    for row in ev["per_class"]:
+        tp = row["recall"] * row["support"]
+        assert row["recall_ci"] == pytest.approx(list(proportion_interval(round(tp), row["support"])))
+        assert (row["precision_ci"] is None) == (row["predicted"] == 0)  # blue is never predicted
+    assert not [w for w in ev["warnings"] if w.startswith("recall of")]  # 6 test images per class: no note
     assert set(m["top_k"]) == {"top_1", "top_3"} and m["top_k"]["top_1"] == pytest.approx(m["accuracy"])
     assert np.allclose(np.nansum(ev["class_probabilities"], axis=1), 1.0)
     assert all(w["true"] != w["pred"] for w in ev["misclassified"])
@@ -205,6 +223,15 @@ def test_held_out_folder_with_unknown_and_missing_classes(run: Path, tmp_path: P
     assert any("purple" in w for w in result.warnings) and any("'blue'" in w for w in result.warnings)
     assert result.json_path.name == "eval-field_photos.json" and not (run / "eval.json").exists()
     assert (run / "confusion-field_photos.png").is_file() and (run / "confusion-field_photos.csv").is_file()
+    assert result.figures["predictions_csv"] == "predictions-field_photos.csv"
+    assert len(read_predictions(run / "predictions-field_photos.csv")[0]) == 9
+    small = [w for w in result.warnings if w.startswith("recall of")]
+    expected = []
+    for row in result.per_class:  # 3 images each of red, green and stripes; blue has none (no note)
+        if row["support"]:
+            low, high = proportion_interval(round(row["recall"] * 3), 3)
+            expected.append(f"recall of '{row['class']}' rests on 3 images (95% CI {low:.2f}-{high:.2f})")
+    assert small == expected and len(small) == 3 and not set(small) & set(result.critical)
     assert json.loads(result.json_path.read_text())["data"] == str(held)
 
 
@@ -214,6 +241,7 @@ def test_val_split_keeps_the_test_result(tested: tuple[Path, EvalResult]) -> Non
     result = evaluate(run, split="val", progress=False)
     assert (run / "eval.json").read_bytes() == before
     assert result.json_path == run / "eval-val.json" and json.loads(result.json_path.read_text())["split"] == "val"
+    assert result.figures["predictions_csv"] == "predictions-val.csv" and (run / "predictions-val.csv").is_file()
     assert all((run / f"{k}-val.png").is_file() for k in ("confusion", "class_probabilities", "reliability"))
 
 
@@ -251,8 +279,7 @@ def test_inference_stays_fp32_under_an_enclosing_bf16_autocast(run: Path, tested
 
 
 def test_zero_recall_of_a_predicted_class_names_the_confusion() -> None:
-    from classbench.evaluation import _class_warnings
-    from classbench.metrics import classification_summary
+    from classbench.intervals import class_warnings as _class_warnings
 
     summary = classification_summary([0, 0, 1, 1, 2], [1, 1, 1, 1, 2], None, ["cat", "dog", "emu"])
     assert _class_warnings(summary, "test") == [
@@ -260,3 +287,76 @@ def test_zero_recall_of_a_predicted_class_names_the_confusion() -> None:
     summary = classification_summary([0, 0, 1, 1, 2], [1, 1, 0, 1, 2], None, ["cat", "dog", "emu"])
     assert _class_warnings(summary, "test") == [
         "class 'cat' has zero recall: none of its 2 test images was recognised (mostly predicted as 'dog')"]
+
+
+def test_predictions_csv_holds_every_test_image_with_its_probabilities(tested: tuple[Path, EvalResult]) -> None:
+    run, result = tested
+    assert result.figures["predictions_csv"] == "predictions.csv"
+    paths, labels, probs, classes = read_predictions(run / "predictions.csv")
+    test = Manifest.load(run / "split.csv").subset("test")
+    assert classes == CLASSES and paths == [str(s.path) for s in test] and labels == [s.label for s in test]
+    assert probs.shape == (len(test), len(CLASSES)) and np.allclose(probs.sum(1), 1.0)
+    y_true = np.array([CLASSES.index(label) for label in labels])
+    cm = np.zeros((len(CLASSES), len(CLASSES)), int)
+    np.add.at(cm, (y_true, probs.argmax(1)), 1)
+    assert cm.tolist() == result.confusion  # the very probabilities the metrics came from (calibrated)
+    means = [probs[y_true == c].mean(0) for c in range(len(CLASSES))]
+    assert np.allclose(means, result.class_probabilities)
+    rows = list(csv.reader(io.StringIO((run / "predictions.csv").read_text(encoding="utf-8"))))
+    assert rows[0] == ["path", "label", "predicted", *(f"p_{c}" for c in CLASSES)]
+    assert [r[2] for r in rows[1:]] == [CLASSES[i] for i in probs.argmax(1)]
+
+
+def test_predictions_csv_round_trips_awkward_class_names(tmp_path: Path) -> None:
+    classes = ['a,b', 'say "hi"', "über 🚤", "two\nlines", "p_x"]
+    probs = np.random.default_rng(0).dirichlet(np.ones(len(classes)), size=7)
+    paths = [f"data/{classes[i % 5]}/img {i}, copy.png" for i in range(7)]
+    labels = [classes[(i + 1) % 5] for i in range(7)]
+    out = write_predictions(tmp_path / "p.csv", paths, labels, probs, classes)
+    back = read_predictions(out)
+    assert back[0] == paths and back[1] == labels and back[3] == classes
+    assert back[2].dtype == np.float64 and np.array_equal(back[2], probs)  # bit-exact
+    assert read_predictions(write_predictions(tmp_path / "e.csv", [], [], np.zeros((0, 2)), ["x", "y"]))[2].shape == (0, 2)
+    (tmp_path / "bad.csv").write_text("path,label,score\nx,y,0.5\n", encoding="utf-8")
+    with pytest.raises(DataError, match="predictions CSV"):
+        read_predictions(tmp_path / "bad.csv")
+
+
+def test_all_correct_intervals_keep_a_width_and_the_bootstrap_is_flagged() -> None:
+    y = np.repeat(np.arange(3), 24)[:71]  # 71 images, all right
+    summary = classification_summary(y, y, None, ["car", "boat", "tiny"])
+    ci95, methods, warnings = eval_intervals(summary, y, y)
+    assert ci95["macro_f1"] == [1.0, 1.0] and warnings == [DEGENERATE_F1]
+    assert "zero width" in DEGENERATE_F1 and set(methods) == set(ci95)
+    assert ci95["accuracy"] == pytest.approx([0.025 ** (1 / 71), 1.0]) and ci95["accuracy"][1] - ci95["accuracy"][0] > 0.04
+    low, high = ci95["balanced_accuracy"]  # Clopper-Pearson per class at 1 - 0.05 / 3, all right: low = (a/2) ** (1/n)
+    assert low == pytest.approx(np.mean([(0.05 / 3 / 2) ** (1 / n) for n in (24, 24, 23)])) and 0.8 < low < high == 1.0
+    t = np.array([0, 0, 0, 0, 0, 1, 1])  # 'boat' has 5 images: no note; 'car' 2 of 2 right
+    warnings = eval_intervals(classification_summary(t, t, None, ["boat", "car"]), t, t)[2]
+    assert warnings == [DEGENERATE_F1, "recall of 'car' rests on 2 images (95% CI 0.16-1.00)"]
+
+
+def test_render_fits_80_columns_with_intervals(tested: tuple[Path, EvalResult]) -> None:
+    import dataclasses
+
+    result = tested[1]
+    long_name = "a_very_long_class_name_with_no_spaces_at_all_of_56_chars"
+    per_class = [dict(row) for row in result.per_class]
+    per_class[1]["class"] = long_name
+    for res in (result, dataclasses.replace(result, per_class=per_class)):
+        console = Console(width=80, record=True, file=io.StringIO())
+        render_eval(res, console)
+        text = console.export_text()
+        table = text[:text.index("accuracy ")]
+        assert "…" not in text and max(map(len, table.splitlines())) <= 80
+        for row in res.per_class:
+            for key in ("precision_ci", "recall_ci"):
+                if row[key]:
+                    assert f"{row[key][0]:.2f}-{row[key][1]:.2f}" in table, (row["class"], key)
+        for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                           ("macro_f1", "macro-F1")):
+            low, high = res.ci95[key]
+            method = r"\s+".join(map(re.escape, res.ci_method[key].split()))  # a long method name may wrap at 80 columns
+            assert re.search(rf"^{label} +{res.metrics[key]:.3f}  95% CI {low:.3f}-{high:.3f}  {method}$",
+                             text, re.MULTILINE), key
+    assert long_name in "".join(re.findall(r"^│ (\S*) *│", table, re.MULTILINE))  # folded over lines, whole

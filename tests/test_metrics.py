@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -41,8 +42,15 @@ def test_summary_matches_sklearn(data):
     p, r, f, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     for i, row in enumerate(s["per_class"]):
         assert row["class"] == CLASSES[i]
+        cis = {k: row.pop(k) for k in ("precision_ci", "recall_ci")}
         assert row == pytest.approx({"class": CLASSES[i], "precision": p[i], "recall": r[i], "f1": f[i],
                                      "support": sup[i], "predicted": int((y_pred == i).sum())})
+        tp = int(((y_true == i) & (y_pred == i)).sum())
+        for key, den in (("precision_ci", row["predicted"]), ("recall_ci", row["support"])):
+            assert cis[key] == (list(M.proportion_interval(tp, den)) if den else None), (CLASSES[i], key)
+    fresh = M.classification_summary(y_true, y_pred, probs, CLASSES)["per_class"]
+    assert fresh[3]["precision_ci"] is None and fresh[5]["recall_ci"] is None  # never predicted / absent
+    assert fresh[0]["recall_ci"][0] < fresh[0]["recall"] < fresh[0]["recall_ci"][1]
     present = sorted(set(y_true) | set(y_pred))
     assert s["macro_labels"] == [CLASSES[i] for i in present]
     assert s["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
@@ -184,3 +192,121 @@ def test_class_probability_matrix():
         assert np.allclose(m[c], probs[y == c].mean(0))
     assert np.isnan(m[2]).all()
     assert np.allclose(m[[0, 1, 3]].sum(1), 1.0)
+
+
+# ------------------------------------------------------------------ intervals
+# statsmodels.stats.proportion.proportion_confint(k, n, alpha=0.05, method="beta" | "wilson")
+CLOPPER_PEARSON = {(2, 2): (0.158113883008419, 1.0), (0, 5): (0.0, 0.521823750104981),
+                   (7, 10): (0.347547149940003, 0.933260488822266), (71, 71): (0.949370592045596, 1.0)}
+WILSON = {(2, 2): (0.342380227506653, 1.0), (0, 5): (0.0, 0.434482464783175),
+          (7, 10): (0.396778147461145, 0.892208732593699), (71, 71): (0.948672047803110, 1.0)}
+
+
+@pytest.mark.parametrize(("k", "n"), sorted(CLOPPER_PEARSON))
+def test_proportion_interval_matches_reference_values_and_definitions(k, n):
+    from scipy.stats import binom
+
+    low, high = M.proportion_interval(k, n)
+    assert (low, high) == pytest.approx(CLOPPER_PEARSON[(k, n)], abs=1e-9)
+    assert M.proportion_interval(k, n, method="wilson") == pytest.approx(WILSON[(k, n)], abs=1e-9)
+    # Clopper-Pearson by definition: P(X >= k | low) = P(X <= k | high) = alpha / 2 (edges pinned to 0 / 1)
+    assert low == 0.0 if k == 0 else binom.sf(k - 1, n, low) == pytest.approx(0.025, abs=1e-9)
+    assert high == 1.0 if k == n else binom.cdf(k, n, high) == pytest.approx(0.025, abs=1e-9)
+    # Wilson by its closed form
+    z, phat = 1.959963984540054, k / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    assert M.proportion_interval(k, n, method="wilson") == pytest.approx((centre - half, centre + half), abs=1e-12)
+    assert high - low > 0.05 and low <= k / n <= high
+
+
+def test_proportion_interval_edges_and_errors():
+    assert all(np.isnan(M.proportion_interval(0, 0)))
+    assert M.proportion_interval(71, 71)[1] - M.proportion_interval(71, 71)[0] == pytest.approx(0.0506, abs=1e-3)
+    narrow, wide = M.proportion_interval(7, 10, confidence=0.5), M.proportion_interval(7, 10, confidence=0.99)
+    assert wide[0] < narrow[0] < 0.7 < narrow[1] < wide[1]
+    for bad in ((3, 2), (-1, 2), (1.5, 3)):
+        with pytest.raises(ValueError, match="0 <= k <= n"):
+            M.proportion_interval(*bad)
+    with pytest.raises(ValueError, match="unknown method"):
+        M.proportion_interval(1, 2, method="wald")
+    with pytest.raises(ValueError, match="confidence"):
+        M.proportion_interval(1, 2, confidence=95)
+
+
+def test_clopper_pearson_covers_at_least_nominally_by_simulation():
+    rng = np.random.default_rng(0)
+    coverage = {}
+    for n in (3, 7, 15, 40):
+        intervals = np.array([M.proportion_interval(k, n) for k in range(n + 1)])
+        for p in (0.03, 0.3, 0.5, 0.8, 0.97):
+            k = rng.binomial(n, p, size=4000)
+            coverage[(n, p)] = float(np.mean((intervals[k, 0] <= p) & (p <= intervals[k, 1])))
+    assert min(coverage.values()) >= 0.93, coverage
+
+
+BA_CASES = {  # true recalls and class sizes; the first two broke the old Beta-posterior interval (~0.67, ~0.41)
+    "recall 0.9, sizes 3/5/8/12": (np.full(4, 0.9), np.array([3, 5, 8, 12])),
+    "recall 0.97, sizes 10..40": (np.full(5, 0.97), np.array([10, 15, 20, 30, 40])),
+    "moderate recalls, sizes 3/5/8/12": (np.array([0.6, 0.75, 0.85, 0.7]), np.array([3, 5, 8, 12])),
+}
+
+
+@pytest.mark.parametrize("case", BA_CASES)
+def test_balanced_accuracy_interval_covers_at_least_nominally_by_simulation(case):
+    """Guaranteed coverage (>= 95%, allowing simulation noise), also for good classifiers on small classes,
+    and the sample balanced accuracy lies inside its own interval in every simulated draw."""
+    rates, sizes = BA_CASES[case]
+    rng = np.random.default_rng(0)
+    hits, inside = [], []
+    for _ in range(1000):
+        correct = rng.binomial(sizes, rates)
+        low, high = M.balanced_accuracy_interval(correct, sizes)
+        hits.append(low <= rates.mean() <= high)
+        inside.append(low <= np.mean(correct / sizes) <= high)
+    assert np.mean(hits) >= 0.93, (case, np.mean(hits))
+    assert all(inside)
+
+
+def test_balanced_accuracy_interval_reference_values_and_edges():
+    from scipy.stats import beta
+
+    # one class: exactly the Clopper-Pearson interval at the plain level
+    for k, n in ((5, 5), (0, 4), (3, 7)):
+        assert M.balanced_accuracy_interval([k], [n]) == pytest.approx(M.proportion_interval(k, n))
+    assert M.balanced_accuracy_interval([3], [7], 0.9) == pytest.approx(M.proportion_interval(3, 7, 0.9))
+    # two classes at 95%: Clopper-Pearson per class at 1 - 0.05 / 2 = 97.5%, i.e. tails of 0.0125
+    # (2 of 2: low = Beta(0.0125; 2, 1), high = 1; 5 of 8: Beta(0.0125; 5, 4) .. Beta(0.9875; 6, 3)), then the means
+    expected = ((beta.ppf(0.0125, 2, 1) + beta.ppf(0.0125, 5, 4)) / 2, (1.0 + beta.ppf(0.9875, 6, 3)) / 2)
+    assert M.balanced_accuracy_interval([2, 5], [2, 8]) == pytest.approx(expected, rel=1e-12)
+    assert expected[0] < (1 + 5 / 8) / 2 < expected[1]
+    # 100% correct on every class: a positive width, up to 1
+    low, high = M.balanced_accuracy_interval([3, 5, 2], [3, 5, 2])
+    assert 0 < low < high == 1.0 and high - low > 0.05
+    # classes without support are left out (and do not count towards the Bonferroni level)
+    assert M.balanced_accuracy_interval([3, 0, 1], [4, 0, 2]) == M.balanced_accuracy_interval([3, 1], [4, 2])
+    assert all(np.isnan(M.balanced_accuracy_interval([0, 0], [0, 0])))
+    assert all(np.isnan(M.balanced_accuracy_interval([], [])))
+    with pytest.raises(ValueError, match="correct <= support"):
+        M.balanced_accuracy_interval([3], [2])
+    with pytest.raises(ValueError, match="correct <= support"):
+        M.balanced_accuracy_interval([-1, 2], [3, 3])
+    with pytest.raises(ValueError, match="correct <= support"):
+        M.balanced_accuracy_interval([1.5], [3])
+    with pytest.raises(ValueError, match="support counts"):
+        M.balanced_accuracy_interval([1, 2], [3])
+    with pytest.raises(ValueError, match="confidence"):
+        M.balanced_accuracy_interval([1], [3], confidence=95)
+
+
+def test_degenerate_bootstrap_is_detected_and_exact_intervals_are_not():
+    y = np.repeat(np.arange(3), 24)[:71]  # 71 images, every prediction right
+    boot = M.bootstrap_ci(y, y, "macro_f1")
+    assert boot == (1.0, 1.0) and M.is_degenerate_interval(boot)
+    correct = np.bincount(y)
+    assert not M.is_degenerate_interval(M.proportion_interval(71, 71))
+    assert not M.is_degenerate_interval(M.balanced_accuracy_interval(correct, correct))
+    assert not M.is_degenerate_interval((math.nan, math.nan)) and not M.is_degenerate_interval((None, None))
+    rng = np.random.default_rng(0)
+    noisy = np.where(rng.random(71) < 0.8, y, rng.integers(0, 3, 71))
+    assert not M.is_degenerate_interval(M.bootstrap_ci(y, noisy, "macro_f1"))

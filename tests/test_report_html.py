@@ -19,6 +19,7 @@ from PIL import Image
 
 from classbench.data.check import BadFile, CheckReport, ClassStats
 from classbench.errors import RunError
+from classbench.metrics import proportion_interval
 from classbench.report.html import build_report, collect_report_data, render_report
 
 EVIL = "<script>alert(1)</script>"
@@ -47,13 +48,16 @@ def environment() -> dict:
 
 def eval_dict(recalls: list[float], n_images: int = 30, split: str = "test") -> dict:
     per_class = [{"class": c, "precision": 0.0 if r == 0 else 0.8, "recall": r, "f1": 0.0 if r == 0 else 0.75,
-                  "support": 10, "predicted": 0 if r == 0 else 12} for c, r in zip(CLASSES, recalls)]
+                  "support": 10, "predicted": 0 if r == 0 else 12, "precision_ci": None if r == 0 else [0.52, 0.96],
+                  "recall_ci": list(proportion_interval(round(r * 10), 10))} for c, r in zip(CLASSES, recalls)]
     never = [f"class '{p['class']}' was never predicted (0 of 10 test images)" for p in per_class if not p["predicted"]]
     return {"run": "runs/x", "split": split, "data": None, "n_images": n_images, "tta": False, "classes": CLASSES,
             "metrics": {"accuracy": 0.9, "balanced_accuracy": 0.85, "macro_f1": round(sum(recalls) / len(recalls), 4), "weighted_f1": 0.9,
                         "top_k": {"top_3": 1.0}, "worst_class_recall": min(recalls), "worst_class": CLASSES[-1],
                         "ece": 0.04, "ece_uncalibrated": 0.07, "temperature": 1.3, "nll": 0.31},
-            "ci95": {"accuracy": [0.8, 0.97], "macro_f1": [0.7, 0.9]}, "per_class": per_class,
+            "ci95": {"accuracy": [0.8, 0.97], "balanced_accuracy": [0.71, 0.93], "macro_f1": [0.7, 0.9]},
+            "ci_method": {"accuracy": "Clopper-Pearson exact", "balanced_accuracy": "Clopper-Pearson per class, Bonferroni-combined",
+                          "macro_f1": "bootstrap, 1000 resamples"}, "per_class": per_class,
             "confusion": [[8, 1, 1], [1, 8, 1], [0, 0, 10]], "warnings": never, "unknown_classes": [],
             "missing_classes": [], "figures": {"confusion": "confusion.png", "class_probabilities":
                                                "class_probabilities.png", "reliability": "reliability.png",
@@ -269,6 +273,46 @@ def test_single_run_folder(tmp_path: Path) -> None:
     assert re.findall(r'<tr class="zero">\s*<td data-sort="([^"]*)"', html) == ["dog &amp; co"]
     assert len(re.findall(r"<img ", html)) == 5 and 'id="onepc"' not in html
     assert_offline(html)
+
+
+def per_class_cells(html: str) -> list[list[str]]:
+    """The per-class table's cells (inner HTML) of the first model, row by row."""
+    table = re.search(r'<table class="sortable per-class">.*?<tbody>(.*?)</tbody>', html, re.DOTALL).group(1)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL) for row in re.findall(r"<tr.*?</tr>", table, re.DOTALL)]
+
+
+def test_intervals_and_their_methods_are_shown(tmp_path: Path) -> None:
+    run = tmp_path / "r5"
+    make_run(run, "resnet18", [0.9, 0.0, 1.0])
+    html = build_report(run).read_text(encoding="utf-8")
+    metrics = re.search(r'<table class="metrics">(.*?)</table>', html, re.DOTALL).group(1)
+    assert "95% CI</th><th>interval method</th>" in metrics
+    for label, ci, method in (("accuracy", "0.800–0.970", "Clopper-Pearson exact"),
+                              ("balanced accuracy", "0.710–0.930", "Clopper-Pearson per class, Bonferroni-combined"),
+                              ("macro-F1", "0.700–0.900", "bootstrap, 1000 resamples")):
+        assert re.search(rf"<td>{label}</td>\s*<td[^>]*>[^<]*</td>\s*<td[^>]*>{ci}</td>\s*<td>{re.escape(method)}</td>",
+                         metrics), label
+    rows = per_class_cells(html)
+    for row, recall in zip(rows, [0.9, 0.0, 1.0]):
+        low, high = proportion_interval(round(recall * 10), 10)
+        assert f">{low:.2f}–{high:.2f}</small>" in row[2]  # recall with its Clopper-Pearson interval
+        assert ("<small" in row[1]) == (recall > 0)  # no precision interval for a never-predicted class
+    assert "0.52–0.96" in rows[0][1] and "Clopper-Pearson interval" in html
+
+
+def test_interval_fields_from_eval_json_are_escaped_and_tolerated(tmp_path: Path) -> None:
+    run = tmp_path / "r6"
+    make_run(run, "resnet18", [0.9, 0.5, 1.0])
+    ev = json.loads((run / "eval.json").read_text())
+    ev["ci_method"]["macro_f1"] = EVIL
+    ev["ci95"]["accuracy"] = ["<i>bad</i>", 1.0]  # damaged: no interval shown, no crash
+    ev["per_class"][0]["recall_ci"] = [EVIL, 1.0]
+    del ev["ci_method"]["balanced_accuracy"]
+    (run / "eval.json").write_text(json.dumps(ev))
+    html = build_report(run).read_text(encoding="utf-8")
+    assert EVIL not in html and f"<td>{EVIL_ESCAPED}</td>" in html and "bad</i>" not in html
+    assert "not recorded" in html  # an interval without its method
+    assert "<small" not in per_class_cells(html)[0][2]
 
 
 def test_run_inside_a_compare_folder_shows_the_data_check(compare_dir: Path) -> None:

@@ -46,6 +46,9 @@ class BenchRow:
     epochs: int | None = None
     n_train: int | None = None
     n_val: int | None = None
+    folds: int | None = None
+    estimated_fold_run_seconds: float | None = None  # one cross-validation run of this model (train + score its fold)
+    estimated_compare_seconds: float | None = None  # folds x fold runs + the refit, were this model selected
 
 
 @dataclass
@@ -54,17 +57,28 @@ class BenchResult:
     environment: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def estimated_compare_seconds(self) -> float | None:
+        """A compare of all these models: every fold run, plus the largest refit (the selected one is not known)."""
+        rows = [r for r in self.rows if r.estimated_fold_run_seconds is not None and r.folds]
+        if not rows:
+            return None
+        refit = max(r.estimated_run_seconds or 0.0 for r in rows)
+        return round(sum(r.folds * r.estimated_fold_run_seconds for r in rows) + refit, 1)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": [asdict(r) for r in self.rows], "environment": self.environment}
+        return {"rows": [asdict(r) for r in self.rows], "environment": self.environment,
+                "estimated_compare_seconds": self.estimated_compare_seconds}
 
 
 def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, batch_size: int = 32,
           precision: str = "auto", data: str | os.PathLike | None = None, epochs: int = 20, steps: int = 6,
           warmup: int = 2, out: str | os.PathLike | None = None, seed: int = 0, val: float = 0.2,
           test: float = 0.1, augment: str = "light", onnx: bool = True,
-          checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY) -> BenchResult:
+          checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY, folds: int = 1) -> BenchResult:
     """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate
-    (``checkpoint_every``: the training run's checkpoint interval, see ``train``)."""
+    (``checkpoint_every``: the training run's checkpoint interval, see ``train``); ``folds`` > 1 adds the
+    estimate of a ``compare --folds`` (each fold run on its share of the images, plus the refit)."""
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
@@ -101,6 +115,8 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         if manifest is not None:
             _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup,
                       {"model_setup": model_setup, "first_steps_extra": first_steps_extra}, checkpoint_every)
+            if folds > 1:
+                _fold_estimate(row, manifest, folds, val, test)
         if onnx:  # ONNX Runtime on the CPU (edge deployment), also on a GPU machine; last, its threads spin
             model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
             row.onnx_images_per_s, row.onnx_ms_batch1 = _onnx_rates(model, batch_size, size)
@@ -270,6 +286,26 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
 
 
+def _fold_estimate(row: BenchRow, manifest: Any, folds: int, val: float, test: float) -> None:
+    """One fold run from the measured parts: its epochs train on ``(K-1)/K`` of the non-test images less the
+    inner validation part, validate on that part, then the held-out fold is scored once; one-off costs as a run."""
+    from classbench.comparison.replicates import inner_val_fraction
+
+    parts = row.estimate_parts or {}
+    pool = sum(manifest.counts("train").values()) + sum(manifest.counts("val").values())
+    held = pool / folds
+    inner_val = (pool - held) * inner_val_fraction(val, test)
+    n_train, n_val = max(row.n_train or 1, 1), max(row.n_val or 1, 1)
+    epoch = (parts.get("epoch_train", 0.0) * (pool - held - inner_val) / n_train
+             + parts.get("epoch_validation", 0.0) * inner_val / n_val
+             + parts.get("epoch_first_batch_wait", 0.0) + parts.get("epoch_checkpoint", 0.0))
+    once = sum(v for k, v in parts.items() if not k.startswith("epoch_"))
+    scoring = parts.get("epoch_validation", 0.0) * held / n_val
+    row.folds = folds
+    row.estimated_fold_run_seconds = round(once + (row.epochs or 0) * epoch + scoring, 1)
+    row.estimated_compare_seconds = round(folds * row.estimated_fold_run_seconds + (row.estimated_run_seconds or 0), 1)
+
+
 def checkpoint_writes(epochs: int, epoch_seconds: float, every_seconds: float) -> int:
     """How many times a run writes last.ckpt for its interval: every ``ceil(every / epoch)`` epochs (the timer
     restarts at each write) and after the last epoch. Writes after a new best model are not counted (how many
@@ -396,6 +432,14 @@ def render_bench(result: BenchResult, console: Any) -> None:
                 cells.append("-" if v is None else str(v))
         table.add_row(*cells)
     console.print(table)
+    for row in result.rows:
+        if row.estimated_compare_seconds is not None:
+            console.print(f"{row.model}: {row.folds} fold runs of {_duration(row.estimated_fold_run_seconds or 0)} "
+                          f"+ the refit: {_duration(row.estimated_compare_seconds)} in a compare")
+    total = result.estimated_compare_seconds
+    if total is not None and len(result.rows) > 1:
+        console.print(f"The whole compare ({len(result.rows)} models x {result.rows[0].folds} folds + the selected "
+                      f"one's refit): about {_duration(total)}")
     if result.path:
         console.print(f"Wrote {result.path}")
 

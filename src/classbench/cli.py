@@ -20,6 +20,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate range test picks one per "
+           "architecture (recorded in config.yaml).")
+FOLDS_HELP = ("K-fold cross-validation over the non-test images (the test split stays locked): every model trains on "
+              "the same K folds and the verdict uses out-of-fold predictions. 'auto': 5 folds when at most 3000 "
+              "non-test images (fewer if the rarest class cannot fill 5), else 1 (one split).")
 CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
                          "(0: every epoch); also after a new best model and after the final epoch.")
 
@@ -121,7 +126,7 @@ def train(
     patience: int | None = typer.Option(None, help="Stop after N epochs without improvement."),
     monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
     freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
-    lr: float | None = typer.Option(None, help="Learning rate (default 1e-3); fine-tuning first trains the new head alone."),
+    lr: Optional[str] = typer.Option(None, help=LR_HELP),
     grad_clip: float = typer.Option(2.0, help="Clip the gradient norm to this value (0 turns clipping off)."),
     checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
     seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
@@ -133,6 +138,8 @@ def train(
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
     strategy: str = typer.Option("auto", help="auto|ddp|ddp_spawn|..."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, sometimes faster)."),
+    folds: int = typer.Option(1, help="Cross-validate this one architecture over K folds first (a compare of one "
+                              "model: out-of-fold estimate and label check, then the model refit on all non-test images)."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<model>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
@@ -146,11 +153,22 @@ def train(
     else:
         if data is None:
             raise typer.BadParameter("give DATA (or --resume RUN)")
+        if folds > 1:
+            from classbench.comparison import compare as run_compare
+            from classbench.comparison import render_leaderboard
+
+            board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds, epochs=epochs,
+                                img_size=img_size, seed=seed, val=val, test=test, overwrite=overwrite,
+                                pretrained=pretrained, weights=str(weights) if weights else None,
+                                batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
+                                precision=precision, lr=_lr(lr), checkpoint_every=checkpoint_every)
+            render_leaderboard(board, console)
+            return
         result = run_train(
             data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
             img_size=img_size, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
             augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
-            lr=lr, grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache,
+            lr=_lr(lr), grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache,
             accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
             compile=compile, out=str(out) if out else None, overwrite=overwrite,
         )
@@ -171,6 +189,26 @@ def _int_or_auto(option: str, value: str) -> int | str:
     if number < 1:
         raise ClassbenchError(f"{option} must be >= 1 (got {number})")
     return number
+
+
+def _lr(value: str | None) -> float | str | None:
+    """None (the default), 'auto', or a positive number; else a one-line error."""
+    from classbench.errors import ClassbenchError
+
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ClassbenchError(f"--lr must be a number or 'auto' (got {value!r})") from None
+    if not number > 0:
+        raise ClassbenchError(f"--lr must be > 0 (got {number})")
+    return number
+
+
+def _folds(value: str) -> int | str:
+    """'auto' or a whole number >= 1."""
+    return "auto" if value == "auto" else _int_or_auto("--folds", value)
 
 
 def _devices(value: str) -> int | str:
@@ -279,24 +317,29 @@ def compare(
     balance: str = typer.Option("auto", help="auto|none|weights|sampler"),
     augment: str = typer.Option("light", help="none|light|strong|aerial"),
     precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed"),
-    seed: int = typer.Option(0, help="One seed for the split and every model."),
+    seed: int = typer.Option(0, help="One seed for the split, the folds and every model."),
+    folds: str = typer.Option("auto", help=FOLDS_HELP),
+    seeds: int = typer.Option(1, help="Instead of folds: train every model N times with seeds SEED..SEED+N-1 on the one split."),
+    refit: bool = typer.Option(True, help="After cross-validation, retrain the selected architecture on all non-test "
+                               "images and test it once (--no-refit: the verdict only; the test split stays unopened)."),
+    lr: Optional[str] = typer.Option(None, help=LR_HELP),
     val: float = typer.Option(0.2, help="Validation fraction."),
     test: float = typer.Option(0.1, help="Locked test fraction."),
     preset: str | None = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
-    parallel: bool = typer.Option(False, "--parallel", help="One model per GPU when several GPUs are present."),
+    parallel: bool = typer.Option(False, "--parallel", help="Spread the runs over the GPUs of this machine."),
     out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
     checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
     overwrite: bool = typer.Option(False, help="Start the compare folder afresh."),
 ) -> None:
-    """Train several architectures under identical conditions; leaderboard, figures and report.html."""
+    """Train several architectures on the same folds; a verdict (ties called ties), never chosen on test."""
     from classbench.comparison import compare as run_compare
     from classbench.comparison import render_leaderboard
 
     board = run_compare(
         data, models=[m.strip() for m in models.split(",") if m.strip()] if models else None, out=out, epochs=epochs, img_size=img_size,
-        seed=seed, preset=preset, parallel=parallel, overwrite=overwrite, val=val, test=test, pretrained=pretrained,
-        batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
-        precision=precision, checkpoint_every=checkpoint_every,
+        seed=seed, preset=preset, folds=_folds(folds), seeds=seeds, refit=refit, parallel=parallel, overwrite=overwrite,
+        val=val, test=test, pretrained=pretrained, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
+        augment=augment, precision=precision, lr=_lr(lr), checkpoint_every=checkpoint_every,
     )
     render_leaderboard(board, console)
 
@@ -335,6 +378,7 @@ def bench(
     data: Optional[Path] = typer.Option(None, help="Also measure the real data pipeline and estimate a full run."),
     epochs: int = typer.Option(20, help="Epochs for the full-run estimate."),
     steps: int = typer.Option(6, help="Timed steps per measurement."),
+    folds: int = typer.Option(1, help="With --data: also estimate a compare --folds K (K fold runs per model + the refit)."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Where to write the JSON results."),
 ) -> None:
     """Measure training/inference speed and memory here, and what a full run would cost."""
@@ -342,7 +386,7 @@ def bench(
     from classbench.benchmark import render_bench
 
     result = run_bench([m.strip() for m in models.split(",") if m.strip()], img_size=img_size, batch_size=batch_size,
-                       precision=precision, data=data, epochs=epochs, steps=steps, out=json_out)
+                       precision=precision, data=data, epochs=epochs, steps=steps, out=json_out, folds=folds)
     render_bench(result, console)
 
 

@@ -1,9 +1,11 @@
 """Evaluate a trained run on its locked test split (or val, or any held-out folder/CSV).
 
-Writes ``eval.json`` (schema in docs/DESIGN.md) plus figures and ``confusion.csv`` into the run folder.
-Evaluating ``split="val"`` or ``data=...`` writes ``eval-val.json`` / ``eval-<name>.json`` and suffixed
-figures instead, so the test result is never overwritten. The temperature is always fitted on the run's
-validation logits and stored in ``model.json``; inference is fp32, batched, under ``inference_mode``.
+Writes ``eval.json`` (schema in docs/DESIGN.md) plus figures, ``confusion.csv`` and ``predictions.csv`` (one
+row per image, see ``write_predictions``) into the run folder. Evaluating ``split="val"`` or ``data=...`` writes
+``eval-val.json`` / ``eval-<name>.json`` and suffixed figures/CSVs instead, so the test result is never
+overwritten. Intervals and class-level warnings come from ``classbench.intervals``. The temperature is always
+fitted on the run's validation logits and stored in ``model.json``; inference is fp32, batched, under
+``inference_mode``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 
 from classbench.data.manifest import Manifest, Sample
 from classbench.errors import DataError, ImageLoadError, RunError
+from classbench.intervals import class_warnings, eval_intervals, headline_lines, interval_text
 from classbench.runs import atomic_write_json, atomic_write_text, read_json
 
 MAX_MISCLASSIFIED = 36
@@ -44,6 +47,7 @@ class EvalResult:
     classes: list[str]
     metrics: dict[str, Any]
     ci95: dict[str, list[float]]
+    ci_method: dict[str, str]  # how each ci95 interval was computed
     per_class: list[dict[str, Any]]
     confusion: list[list[int]]
     class_probabilities: list[list[float | None]]
@@ -101,23 +105,24 @@ def evaluate(run: str | Path, split: str = "test", data: str | Path | None = Non
     summary, metrics, probs = _score(logits, y_true, classes, temperature)
     metrics["temperature_source"] = t_source
     y_pred = probs.argmax(axis=1)
-    ci95 = {m: list(M.bootstrap_ci(y_true, y_pred, m, n_boot=N_BOOT, seed=0)) for m in ("accuracy", "macro_f1")}
+    ci95, ci_method, ci_warnings = eval_intervals(summary, y_true, y_pred, N_BOOT)
     present = {s.label for s in inf.samples}
     missing = [c for c in classes if c not in present]
     if missing:
         warnings.append(f"{len(missing)} model class(es) have no readable images in {what}: "
                         f"{', '.join(map(repr, missing))} (support 0, metrics undefined)")
-    critical = _class_warnings(summary, what)
+    critical = class_warnings(summary, what)
     wrong = _worst_mistakes(inf.samples, y_true, y_pred, probs, classes)
     cpm = M.class_probability_matrix(probs, y_true, len(classes))
 
     suffix = "" if tag is None else f"-{tag}"
     figures = {k: f"{k}{suffix}.png" for k in FIGURES}
-    figures["confusion_csv"] = f"confusion{suffix}.csv"
+    figures.update(confusion_csv=f"confusion{suffix}.csv", predictions_csv=f"predictions{suffix}.csv")
     result = EvalResult(
         run=str(run_dir), split=split, data=None if data is None else str(data), n_images=len(inf.samples),
-        tta=bool(tta), classes=classes, metrics=metrics, ci95=ci95, per_class=summary["per_class"],
-        confusion=summary["confusion_matrix"], class_probabilities=cpm.tolist(), warnings=critical + warnings,
+        tta=bool(tta), classes=classes, metrics=metrics, ci95=ci95, ci_method=ci_method,
+        per_class=summary["per_class"], confusion=summary["confusion_matrix"], class_probabilities=cpm.tolist(),
+        warnings=critical + warnings + ci_warnings,
         unknown_classes=sorted(unknown), missing_classes=missing, figures=figures,
         inference={"seconds": inf.seconds, "images_per_s": len(inf.samples) / max(inf.seconds, 1e-9),
                    "backend": clf.backend, "batch_size": batch_size, "tta_views": len(views or [()])},
@@ -126,8 +131,7 @@ def evaluate(run: str | Path, split: str = "test", data: str | Path | None = Non
         critical=critical, out_dir=out_dir, json_path=out_dir / f"eval{suffix}.json",
     )
     title = f"{clf.meta.get('architecture', 'model')} on {what}"
-    _write_figures(result, np.asarray(summary["confusion_matrix"]), cpm, M.reliability_bins(probs, y_true), wrong,
-                   title)
+    _write_files(result, inf.samples, y_true, probs, cpm, wrong, title)
     atomic_write_json(result.json_path, result.to_dict())
     return result
 
@@ -301,22 +305,6 @@ def _score(logits: np.ndarray, y_true: np.ndarray, classes: list[str],
 
 
 # ---------------------------------------------------------------- findings and files
-def _class_warnings(summary: dict[str, Any], what: str) -> list[str]:
-    """One loud line per class with images but zero recall (naming what it was taken for) or zero predictions."""
-    cm = np.asarray(summary["confusion_matrix"])
-    classes = summary["classes"]
-    out = []
-    for i, row in enumerate(summary["per_class"]):
-        name, support, predicted = row["class"], row["support"], row["predicted"]
-        if support and not predicted:
-            out.append(f"class '{name}' was never predicted (0 of {support} {what} images)")
-        elif support and cm[i, i] == 0:
-            confused = classes[int(np.argmax(np.where(np.arange(len(classes)) == i, -1, cm[i])))]
-            out.append(f"class '{name}' has zero recall: none of its {support} {what} images was recognised "
-                       f"(mostly predicted as '{confused}')")
-    return out
-
-
 def _worst_mistakes(samples: Sequence[Sample], y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
                     classes: list[str]) -> list[tuple[Path, str, str, float]]:
     """Misclassified images, highest wrong-class probability first (at most ``MAX_MISCLASSIFIED``)."""
@@ -326,21 +314,60 @@ def _worst_mistakes(samples: Sequence[Sample], y_true: np.ndarray, y_pred: np.nd
     return [(samples[i].path, classes[y_true[i]], classes[y_pred[i]], float(probs[i, y_pred[i]])) for i in order]
 
 
-def _write_figures(result: EvalResult, cm: np.ndarray, cpm: np.ndarray, bins: dict[str, list],
-                   wrong: list[tuple[Path, str, str, float]], title: str) -> None:
+def _write_files(result: EvalResult, samples: Sequence[Sample], y_true: np.ndarray, probs: np.ndarray,
+                 cpm: np.ndarray, wrong: list[tuple[Path, str, str, float]], title: str) -> None:
+    """The figures, ``confusion.csv`` and ``predictions.csv`` named in ``result.figures``."""
+    from classbench.metrics import reliability_bins
     from classbench.report.plots import contact_sheet, plot_class_probabilities, plot_confusion, plot_reliability
 
-    out, fig, classes = result.out_dir, result.figures, result.classes
+    out, fig, classes, cm = result.out_dir, result.figures, result.classes, np.asarray(result.confusion)
+    bins = reliability_bins(probs, y_true)
     plot_confusion(cm, classes, out / fig["confusion"], title)
     plot_class_probabilities(cpm, classes, out / fig["class_probabilities"], title)
     plot_reliability(bins, result.metrics["ece"], out / fig["reliability"],
                      f"{title} (T = {result.metrics['temperature']:.2f})")
     contact_sheet(wrong, out / fig["misclassified"])
+    rows = [[name, *map(int, row)] for name, row in zip(classes, cm)]
+    atomic_write_text(out / fig["confusion_csv"], _csv_text([["true \\ predicted", *classes], *rows]))
+    write_predictions(out / fig["predictions_csv"], [s.path for s in samples], [s.label for s in samples], probs,
+                      classes)
+
+
+def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["true \\ predicted", *classes])
-    writer.writerows([name, *map(int, row)] for name, row in zip(classes, cm))
-    atomic_write_text(out / fig["confusion_csv"], buf.getvalue())
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+PREDICTION_COLUMNS = ("path", "label", "predicted")
+
+
+def write_predictions(path: str | Path, paths: Sequence[str | Path], labels: Sequence[str], probs: np.ndarray,
+                      classes: Sequence[str]) -> Path:
+    """Write (atomically, UTF-8, via the csv module) the per-image CSV ``path,label,predicted,p_<class>...``:
+    one probability column per class in ``classes`` order, ``predicted`` the argmax class, floats as ``repr``
+    so that ``read_predictions`` gives back exactly these values. Returns ``path``."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(classes))
+    if not len(paths) == len(labels) == probs.shape[0]:
+        raise ValueError(f"{len(paths)} paths, {len(labels)} labels and {probs.shape[0]} probability rows")
+    rows = [[str(p), y, classes[int(np.argmax(r))], *map(repr, r.tolist())] for p, y, r in zip(paths, labels, probs)]
+    return atomic_write_text(path, _csv_text([[*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)], *rows]))
+
+
+def read_predictions(path: str | Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """``(paths, labels, probs [N, C] float64, classes)`` exactly as ``write_predictions`` wrote them;
+    DataError when the file is unreadable, not such a CSV, or damaged."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header, *body = list(csv.reader(fh)) or [[]]
+        if tuple(header[:3]) != PREDICTION_COLUMNS or not all(h.startswith("p_") for h in header[3:]):
+            raise ValueError("expected the columns path,label,predicted,p_<class>...")
+        if any(len(r) != len(header) for r in body):
+            raise ValueError("a row has the wrong number of columns")
+        probs = np.array([[float(x) for x in r[3:]] for r in body], dtype=np.float64).reshape(len(body), len(header) - 3)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:
+        raise DataError(f"{path}: not a readable classbench predictions CSV ({err})") from err
+    return [r[0] for r in body], [r[1] for r in body], probs, [h[2:] for h in header[3:]]
 
 
 def _finite(obj: Any) -> Any:
@@ -360,24 +387,22 @@ def render_eval(result: EvalResult, console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    m, ci = result.metrics, result.ci95
-    table = Table(title=escape(f"{result.data or result.split}: {result.n_images} images"), title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support", "predicted"):
-        table.add_column(col, justify="left" if col == "class" else "right")
+    m = result.metrics
+    table = Table(title=escape(f"{result.data or result.split}: {result.n_images} images"), title_justify="left",
+                  caption="precision and recall: value, then its 95% Clopper-Pearson interval", caption_justify="left")
+    table.add_column("class", overflow="fold")  # long names wrap, never cut
+    for col in ("precision", "recall", "F1", "support", "predicted"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=9 if col in ("precision", "recall") else None)
     for row in result.per_class:
         style = "bold red" if row["support"] and row["recall"] == 0 else None
-        table.add_row(escape(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                      str(row["support"]), str(row["predicted"]), style=style)
+        cells = [f"{row[k]:.3f}\n{interval_text(row.get(k + '_ci'))}".strip() for k in ("precision", "recall")]
+        table.add_row(escape(row["class"]), *cells, f"{row['f1']:.3f}", str(row["support"]), str(row["predicted"]),
+                      style=style)
     console.print(table)
-
-    def with_ci(key: str) -> str:
-        low, high = ci.get(key) or (None, None)
-        return f"{m[key]:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
-
+    for line in headline_lines(m, result.ci95, result.ci_method):
+        console.print(escape(line))
     top = ", ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in m["top_k"].items() if k != "top_1")
-    console.print(f"accuracy {with_ci('accuracy')}  macro-F1 {with_ci('macro_f1')}  (95% bootstrap CI)")
-    console.print(f"balanced accuracy {m['balanced_accuracy']:.3f}  weighted F1 {m['weighted_f1']:.3f}"
-                  + (f"  {top}" if top else ""))
+    console.print(f"weighted F1 {m['weighted_f1']:.3f}" + (f"  {top}" if top else ""))
     if m["worst_class"] is not None:
         console.print(f"worst class: {escape(m['worst_class'])} (recall {m['worst_class_recall']:.3f})")
     console.print(f"calibration: ECE {m['ece']:.3f} at T = {m['temperature']:.2f} "
@@ -388,4 +413,5 @@ def render_eval(result: EvalResult, console: Any) -> None:
     for w in result.warnings:
         style = "bold red" if w in result.critical else "bold yellow"
         console.print(f"[{style}]WARNING:[/] {escape(w)}", soft_wrap=True)
-    console.print(f"Wrote {escape(str(result.json_path))} and figures in {escape(str(result.out_dir))}")
+    console.print(f"Wrote {escape(str(result.json_path))}, per-image {escape(result.figures.get('predictions_csv', ''))} "
+                  f"and figures in {escape(str(result.out_dir))}")

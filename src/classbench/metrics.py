@@ -7,6 +7,10 @@ Conventions:
   ``sklearn.metrics.f1_score(average="macro", labels=<those classes>)``): a class that is neither in
   the evaluated data nor ever predicted says nothing about the model and is left out.
 - ``balanced_accuracy`` is the mean recall over classes with support (as sklearn's).
+- Intervals: ``proportion_interval`` (Clopper-Pearson exact by default) for accuracy, per-class precision and
+  recall; ``balanced_accuracy_interval`` (Clopper-Pearson per class, Bonferroni-combined); ``bootstrap_ci`` for
+  macro-F1, whose percentile interval collapses to a point when every resample scores the same
+  (``is_degenerate_interval`` tells).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 TOP_K = (1, 3, 5)
 BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+PROPORTION_METHODS = ("clopper-pearson", "wilson")
 
 
 def _labels(y: Any, n_classes: int, name: str) -> np.ndarray:
@@ -56,7 +61,11 @@ def top_k_accuracy(probs: Any, y_true: Any, k: int) -> float:
 
 
 def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes: Sequence[str]) -> dict[str, Any]:
-    """Per-class and overall metrics as a JSON-ready dict (see the module docstring for conventions)."""
+    """Per-class and overall metrics as a JSON-ready dict (see the module docstring for conventions).
+
+    Each ``per_class`` row also holds ``precision_ci`` / ``recall_ci``: the 95% Clopper-Pearson interval
+    ``[low, high]`` of ``tp / predicted`` and ``tp / support``, or None where that denominator is 0.
+    """
     classes = [str(c) for c in classes]
     n_classes = len(classes)
     if n_classes == 0:
@@ -69,9 +78,13 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
     f1 = _div(2 * tp, support + predicted)
     has_support, present = support > 0, (support + predicted) > 0
 
+    def ci(k: float, total: int) -> list[float] | None:
+        return list(proportion_interval(int(k), int(total))) if total else None
+
     per_class = [
         {"class": c, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-         "support": int(support[i]), "predicted": int(predicted[i])}
+         "support": int(support[i]), "predicted": int(predicted[i]),
+         "precision_ci": ci(tp[i], predicted[i]), "recall_ci": ci(tp[i], support[i])}
         for i, c in enumerate(classes)
     ]
     worst = int(np.argmin(np.where(has_support, recall, np.inf))) if has_support.any() else None
@@ -156,6 +169,87 @@ def bootstrap_ci(y_true: Any, y_pred: Any, metric: str = "accuracy", n_boot: int
         tp = np.bincount((offset + t[idx]).ravel(), weights=correct[idx].ravel(), minlength=size)
         stats[start:start + b] = stat(tp.reshape(b, n_classes), sup, pred)
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
+
+
+def is_degenerate_interval(interval: Sequence[float], tol: float = 1e-12) -> bool:
+    """True when ``interval`` is finite and (almost) zero wide, e.g. a percentile bootstrap of a test set
+    where every prediction is right: every resample scores the same and the interval claims a certainty
+    the data cannot give. NaN intervals (no data) are not degenerate, just undefined."""
+    low, high = (float(x) if x is not None else math.nan for x in interval)
+    return math.isfinite(low) and math.isfinite(high) and high - low <= tol
+
+
+def proportion_interval(k: int, n: int, confidence: float = 0.95,
+                        method: str = "clopper-pearson") -> tuple[float, float]:
+    """Two-sided ``confidence`` interval ``(low, high)`` of a binomial proportion from ``k`` successes in ``n``.
+
+    ``"clopper-pearson"`` (default): the exact interval from beta quantiles,
+    ``low = Beta(a/2; k, n-k+1)``, ``high = Beta(1-a/2; k+1, n-k)`` with ``a = 1 - confidence``
+    (``low = 0`` at ``k = 0``, ``high = 1`` at ``k = n``). It covers the true rate with probability
+    ``>= confidence`` for every rate and every ``n`` (conservative), and its width is positive for any
+    ``n > 0``: 2 of 2 right gives (0.158, 1.0), 71 of 71 gives (0.949, 1.0).
+    ``"wilson"``: the score interval (scipy's ``binomtest(...).proportion_ci(method="wilson")``); shorter on
+    average, but it can cover below the nominal level for small ``n``.
+    ``(nan, nan)`` when ``n == 0``; ValueError for ``k`` outside ``0..n``, a ``confidence`` outside (0, 1)
+    or an unknown ``method``. Both methods match statsmodels' ``proportion_confint`` ("beta" / "wilson").
+    """
+    if method not in PROPORTION_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(PROPORTION_METHODS)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    if int(k) != k or int(n) != n or not 0 <= k <= n:
+        raise ValueError(f"need integers 0 <= k <= n, got k={k}, n={n}")
+    k, n = int(k), int(n)
+    if n == 0:
+        return (math.nan, math.nan)
+    alpha = 1.0 - confidence
+    if method == "wilson":
+        from scipy.stats import binomtest
+
+        ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        return (float(max(ci.low, 0.0)), float(min(ci.high, 1.0)))
+    from scipy.stats import beta
+
+    low = float(beta.ppf(alpha / 2, k, n - k + 1)) if k > 0 else 0.0
+    high = float(beta.ppf(1 - alpha / 2, k + 1, n - k)) if k < n else 1.0
+    return (low, high)
+
+
+def balanced_accuracy_interval(correct_per_class: Any, support_per_class: Any,
+                               confidence: float = 0.95) -> tuple[float, float]:
+    """``confidence`` interval ``(low, high)`` of the balanced accuracy (mean per-class recall) with guaranteed
+    coverage: Clopper-Pearson per class, Bonferroni-combined.
+
+    Each of the ``m`` classes with support (``n > 0``; classes without support are left out, as in
+    ``balanced_accuracy``) gets its Clopper-Pearson interval (``proportion_interval``) for ``k`` of ``n`` right
+    at the level ``1 - (1 - confidence) / m``; the interval is ``(mean of the per-class lows, mean of the
+    per-class highs)``. By the union bound all ``m`` class intervals hold together with probability
+    ``>= confidence``, and the mean is monotone in every recall, so the interval covers the true balanced
+    accuracy with probability ``>= confidence`` for every set of true recalls and class sizes. It always
+    contains the sample balanced accuracy and never has zero width (at 100% correct it is ``(low, 1.0)``
+    with ``low < 1``). ``(nan, nan)`` when no class has support; ValueError for mismatched shapes, ``k``
+    outside ``0..n`` or a ``confidence`` outside (0, 1).
+
+    Conservative: wider than nominal (Clopper-Pearson is already conservative, and the Bonferroni level
+    grows with ``m``), so its coverage is usually well above ``confidence``; with one class it is exactly
+    ``proportion_interval(k, n, confidence)``.
+    """
+    k = np.asarray(correct_per_class, dtype=np.float64).reshape(-1)
+    n = np.asarray(support_per_class, dtype=np.float64).reshape(-1)
+    if k.shape != n.shape:
+        raise ValueError(f"{k.size} correct counts but {n.size} support counts")
+    if ((k < 0) | (k > n) | (np.mod(k, 1) != 0) | (np.mod(n, 1) != 0)).any():
+        raise ValueError("need integer counts with 0 <= correct <= support for every class")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    has = n > 0
+    m = int(has.sum())
+    if m == 0:
+        return (math.nan, math.nan)
+    level = 1.0 - (1.0 - confidence) / m
+    bounds = np.array([proportion_interval(int(kc), int(nc), level) for kc, nc in zip(k[has], n[has])])
+    low, high = bounds.mean(axis=0)
     return (float(low), float(high))
 
 

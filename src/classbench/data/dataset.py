@@ -9,8 +9,11 @@ Cache kinds:
   ``~/.cache/classbench``). Slots are keyed by the sha256 of each file's bytes + the image size, and
   the file name by the set of those keys, so a later run on the same files reuses it; identical
   files share a slot. Workers open the file themselves (nothing big is pickled).
-* ``"auto"``: memory when ``N*3*S*S`` bytes fit in ``memory_limit`` (default: min(2 GiB, 25% of
-  available RAM, half the free /dev/shm), shared by all sample lists of the cache), else disk.
+  With a ``pool`` (a compare's whole split) the file is keyed by the pool's files instead, and every
+  sample list inside the pool maps onto its slots: every model and fold of a compare decodes an image once.
+* ``"auto"``: the pool's disk cache when a ``pool`` is given; else memory when ``N*3*S*S`` bytes fit in
+  ``memory_limit`` (default: min(2 GiB, 25% of available RAM, half the free /dev/shm), shared by all
+  sample lists of the cache), else disk.
 
 Nothing holds PIL images: each is decoded, resized to a tensor and dropped.
 """
@@ -121,11 +124,14 @@ class ImageCache:
 
     def __init__(
         self, img_size: int, kind: str = "auto", cache_dir: str | os.PathLike | None = None,
-        memory_limit: int | None = None,
+        memory_limit: int | None = None, pool: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         if kind not in CACHE_KINDS:
             raise ClassbenchError(f"cache '{kind}': unknown; choose one of {', '.join(CACHE_KINDS)}")
         self.img_size, self.kind = int(img_size), kind
+        self.pool = [str(p) for p in pool] if pool is not None and kind != "memory" else None
+        self._pool_index: dict[str, int] | None = None
+        self._pool_keys: list[str] = []
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.memory_limit = default_memory_limit() if memory_limit is None else int(memory_limit)
         self._stores: dict[tuple[str, ...], _Store] = {}
@@ -139,6 +145,10 @@ class ImageCache:
         return self._stores[key]
 
     def _new_store(self, paths: tuple[str, ...]) -> _Store:
+        if self.pool is not None:
+            store = self._pool_store(paths)
+            if store is not None:
+                return store
         nbytes = len(paths) * 3 * self.img_size**2
         use_memory = self.kind == "memory" or (
             self.kind == "auto" and self._memory_used + nbytes <= self.memory_limit
@@ -153,7 +163,10 @@ class ImageCache:
             self._memory_used += nbytes
             return _Store(len(paths), list(range(len(paths))), self.img_size, None)
         keys = [_content_key(p) for p in paths]
-        unique = sorted(set(keys))
+        return self._disk_store(sorted(set(keys)), keys)
+
+    def _disk_store(self, unique: list[str], keys: list[str]) -> _Store:
+        """A memmap with one slot per content key in ``unique``; ``keys`` name each sample's slot."""
         index = {k: i for i, k in enumerate(unique)}
         digest = hashlib.sha256(("\n".join([str(self.img_size), *unique])).encode()).hexdigest()[:24]
         file = self.cache_dir / f"images-{digest}-{self.img_size}px.u8"
@@ -162,6 +175,18 @@ class ImageCache:
         except OSError as err:
             raise DataError(f"{file}: cannot create the image cache ({err}); set CLASSBENCH_CACHE to a writable "
                             "folder or use --cache memory") from err
+
+    def _pool_store(self, paths: tuple[str, ...]) -> _Store | None:
+        """A store inside the pool's one disk cache (None when a path is not in the pool): every run of a
+        compare (each model, each fold) binds its files to slots of the same file, so each image is decoded
+        once per compare and size, and found again by any later compare of the same files."""
+        if self._pool_index is None:
+            key_of = {p: _content_key(p) for p in self.pool}
+            self._pool_keys = sorted(set(key_of.values()))
+            self._pool_index = key_of
+        if any(p not in self._pool_index for p in paths):
+            return None
+        return self._disk_store(self._pool_keys, [self._pool_index[p] for p in paths])
 
     def preload(
         self, samples: Sequence[Sample | str | os.PathLike], progress: Callable[[int, int], None] | None = None

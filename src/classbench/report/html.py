@@ -37,7 +37,20 @@ COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"),
            "val_macro_f1": ("val macro-F1", "score"), "val_balanced_acc": ("val bal. acc", "score"),
            "test_acc": ("test acc", "score"), "test_macro_f1": ("test macro-F1", "score"),
            "test_balanced_acc": ("test bal. acc", "score"), "worst_class_recall": ("worst-class recall", "score"),
-           "worst_class": ("worst class", "text"), "ece": ("ECE", "score"), "run_dir": ("run folder", "text")}
+           "worst_class": ("worst class", "text"), "ece": ("ECE", "score"), "run_dir": ("run folder", "text"),
+           "status": ("verdict", "text"), "heldout_macro_f1": ("held-out macro-F1", "score"),
+           "delta": ("\u0394 to the top", "score"), "delta_low": ("\u0394 95% low", "score"),
+           "delta_high": ("\u0394 95% high", "score"), "fold_mean": ("fold mean", "score"),
+           "fold_std": ("fold std", "score"), "fold_low": ("fold 95% low", "score"), "fold_high": ("fold 95% high", "score"),
+           "replicates": ("runs", "int"), "lr": ("learning rate", "text"),
+           "heldout_worst_class_recall": ("held-out worst recall", "score"),
+           "heldout_worst_class": ("held-out worst class", "text")}
+VERDICT_ORDER = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std",
+                 "fold_low", "fold_high", "heldout_worst_class_recall", "heldout_worst_class", "test_macro_f1",
+                 "test_balanced_acc", "test_acc", "worst_class_recall", "worst_class", "ece", "params", "img_size", "lr",
+                 "replicates", "train_seconds", "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32",
+                 "architecture", "run_dir"]
+MAX_LABEL_ISSUES_SHOWN = 24
 METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
            ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"),
            ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)"), ("temperature", "temperature"),
@@ -150,6 +163,12 @@ def _warn(level: str, scope: str, text: str) -> dict[str, str]:
     return {"level": level, "scope": scope, "text": text}
 
 
+def _ci_text(interval: Any, digits: int = 3) -> str | None:
+    """``"0.160–1.000"`` for a ``[low, high]`` of finite numbers (from eval.json), else None."""
+    bounds = [num(x) for x in interval] if isinstance(interval, (list, tuple)) and len(interval) == 2 else [None]
+    return None if None in bounds else f"{bounds[0]:.{digits}f}\u2013{bounds[1]:.{digits}f}"
+
+
 def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, str]]) -> dict[str, Any]:
     """One run folder's files (``run_dir`` None: the folder is missing) and what the report derives from them."""
     def load(file: str) -> Any:
@@ -162,7 +181,8 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
     for row in [r for r in ev_d.get("per_class") or [] if isinstance(r, dict)]:
         support, recall, predicted = num(row.get("support")) or 0, num(row.get("recall")), num(row.get("predicted"))
         flags = {"zero_recall": support > 0 and recall == 0, "never": support > 0 and predicted == 0}
-        per_class.append({**row, "class": str(row.get("class")), **flags})
+        cis = {f"{k}_ci_text": _ci_text(row.get(f"{k}_ci"), 2) for k in ("precision", "recall")}
+        per_class.append({**row, "class": str(row.get("class")), **flags, **cis})
         if flags["never"]:
             never.append(f"{row.get('class')} (0 of {support:.0f})")
         elif flags["zero_recall"]:
@@ -175,9 +195,11 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
         ("warn", ev and split != "test" and f"eval.json is an evaluation of the {split!r} split, not the locked test"),
         ("info", ev is None and "not evaluated yet")) if text]
     metrics_, ci = ev_d.get("metrics") or {}, ev_d.get("ci95") or {}
-    rows = [{"label": label, "value": fmt(metrics_.get(key)), "ci": ci.get(key)} for key, label in METRICS
+    methods = ev_d["ci_method"] if isinstance(ev_d.get("ci_method"), dict) else {}
+    rows = [{"label": label, "value": fmt(metrics_.get(key)), "ci": ci.get(key), "ci_text": _ci_text(ci.get(key)),
+             "method": str(methods[key]) if methods.get(key) else None} for key, label in METRICS
             if metrics_.get(key) is not None]
-    rows += [{"label": k.replace("_", "-") + " accuracy", "value": fmt(v), "ci": None}
+    rows += [{"label": k.replace("_", "-") + " accuracy", "value": fmt(v), "ci": None, "ci_text": None, "method": None}
              for k, v in (metrics_.get("top_k") or {}).items()]
     fig_names = ev_d["figures"] if isinstance(ev_d.get("figures"), dict) else {}
     figures = [_figure(run_dir / Path(str(fig_names.get(key) or default)).name, title)
@@ -191,7 +213,9 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in COLUMNS if any(str(r.get(k) or "").strip() for r in rows)]
+    """Columns that have a value somewhere, rows as given; the verdict's best row (or the top score) marked."""
+    order = VERDICT_ORDER if any(r.get("status") for r in rows) else list(COLUMNS)
+    keys = [k for k in order if any(str(r.get(k) or "").strip() for r in rows)]
     keys += [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k]
     columns = [{"key": k, "label": COLUMNS.get(k, (k, "text"))[0], "kind": COLUMNS.get(k, (k, "text"))[1]}
                for k in keys]
@@ -199,6 +223,8 @@ def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
                      None)
     scores = [num(r.get(score_key)) if score_key else None for r in rows]
     best = max((i for i, s in enumerate(scores) if s is not None), key=lambda i: scores[i], default=None)
+    if any(r.get("status") for r in rows):
+        best, score_key = next((i for i, r in enumerate(rows) if r.get("status") == "best"), None), "verdict"
     out = []
     for i, r in enumerate(rows):
         cells = []
@@ -309,6 +335,8 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
             cands = [folder / n for n in (name, Path(str(r.get("run_dir") or "")).name) if n]
             run_dir = next((c for c in cands if c.name not in (".", "..") and c.parent.resolve() == folder
                             and c.is_dir()), None)
+            if run_dir is None and r.get("status") and not r.get("run_dir"):
+                continue  # cross-validated only, never refit: its numbers are in the verdict, it has no final run
             if run_dir is None:  # only subfolders of the compare folder are read
                 notes.append(_warn("warn", name, f"run folder not found in {shown}"))
             models.append(_model(name, run_dir, shown / (run_dir.name if run_dir else name), notes))
@@ -332,6 +360,7 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
     environment = (compare or {}).get("environment") or next(
         (m["config"]["environment"] for m in models if m["config"].get("environment")), None)
     command = (compare or {}).get("command") or (models[0]["train_command"] if not is_compare else None)
+    verdict = _verdict(folder, models, notes) if is_compare else None
     preset = (compare or {}).get("preset")
     onepc = _onepc_rows(models) if preset == "report" or any(m["onepc"] for m in models) else None
     return {
@@ -343,8 +372,25 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
         "figures": [f for f in (_figure(folder / n, t) for n, t in COMPARE_FIGURES) if f["uri"]] if is_compare else [],
         "check": check, "imbalance_notes": _imbalance_notes(models),
         "split": _split_sizes(folder, models, classes, notes), "onepc": onepc,
-        "environment": environment, "warnings": notes + warnings,
+        "environment": environment, "warnings": notes + warnings, "verdict": verdict,
     }
+
+
+def _verdict(folder: Path, models: list[dict[str, Any]], notes: list[dict[str, str]]) -> dict[str, Any] | None:
+    """``verdict.json`` with its figure, the selected model's test estimate and the label check, for the report."""
+    verdict = _load(folder / "verdict.json", notes)
+    if verdict is None:
+        return None
+    for m in models:  # a model that was not selected is never opened on the test split: say so, not "not evaluated"
+        if m["eval"] is None:
+            m["warnings"] = [w for w in m["warnings"] if w["level"] != "info"]
+    final = next((m for m in models if m["name"] == verdict.get("selected") and m["eval"]), None)
+    issues = _read_csv(folder / "label_issues.csv", notes)
+    return {**verdict, "figure": _figure(folder / "verdict.png", "Verdict"),
+            "final": final and {"name": final["name"], "metrics": final["metrics"],
+                                "n_images": final["eval"].get("n_images")},
+            "label_issues": issues[:MAX_LABEL_ISSUES_SHOWN], "label_issues_total": len(issues),
+            "label_issues_figure": _figure(folder / "label_issues.png", "Images whose label to check first")}
 
 
 def _rel(path: Any, root: Any) -> str:

@@ -37,7 +37,7 @@ class TrainConfig:
     patience: int | None = None
     monitor: str = "val_macro_f1"
     seed: int = 0
-    lr: float | None = None
+    lr: float | str | None = None  # None: 1e-3; "auto": Lightning's learning-rate range test (lr_find.py)
     backbone_lr_scale: float = 1.0  # drone_maritime fine-tune, 3 seeds: 0.1 -> bal. acc 0.726, 0.3 -> 0.769, 1.0 -> 0.781
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -49,6 +49,7 @@ class TrainConfig:
     test: float = 0.1
     test_per_class: int | None = None
     cache: str = "auto"
+    cache_pool: str | None = None  # a manifest CSV whose images share one decoded-image cache (set by compare)
     workers: int | str = "auto"
     channels_last: str = "auto"
     compile: bool = False
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ClassbenchError(f"--epochs must be >= 1 (got {self.epochs})")
         if self.checkpoint_every < 0:
             raise ClassbenchError(f"--checkpoint-every must be >= 0 seconds (got {self.checkpoint_every})")
+        if isinstance(self.lr, str) and self.lr != "auto" or isinstance(self.lr, (int, float)) and not self.lr > 0:
+            raise ClassbenchError(f"--lr must be a positive number or 'auto' (got {self.lr})")
         if self.batch_size != "auto" and int(self.batch_size) < 1:
             raise ClassbenchError(f"--batch-size must be >= 1 or 'auto' (got {self.batch_size})")
         if self.weights and self.pretrained:

@@ -56,12 +56,15 @@ def class_weights(counts: list[int]) -> list[float]:
 
 
 def build_loaders(manifest: Manifest, img_size: int, batch_size: int, augment: str, balance: str,
-                  cache: str, workers: int, seed: int, on_gpu: bool, progress: bool = True) -> Loaders:
-    """Train loader (augmented, shuffled or class-balanced sampling) and val loader (plain)."""
+                  cache: str, workers: int, seed: int, on_gpu: bool, progress: bool = True,
+                  cache_pool: Manifest | None = None) -> Loaders:
+    """Train loader (augmented, shuffled or class-balanced sampling) and val loader (plain); ``cache_pool``:
+    the images whose one cache this run shares (a compare's split; see ``ImageCache``)."""
     train_samples, val_samples = manifest.subset("train"), manifest.subset("val")
     image_cache, mode = None, "off"
     if cache != "off":
-        image_cache = ImageCache(img_size, kind=cache)
+        pool = [s.path for s in cache_pool.samples] if cache_pool is not None else None
+        image_cache = ImageCache(img_size, kind=cache, pool=pool)
         stores = [_preload(image_cache, part, name, progress) for part, name in ((train_samples, "train"),
                                                                               (val_samples, "val"))]
         mode = "disk" if any(store.file is not None for store in stores) else "memory"

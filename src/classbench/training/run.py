@@ -62,7 +62,10 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> TrainResult:
     if (run_dir / "summary.json").is_file():
         raise RunError(f"{run_dir}: this run has already finished (summary.json); nothing to resume")
     saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    config = TrainConfig.from_dict({**saved["args"], "out": str(run_dir), "progress": progress})
+    args = {**saved["args"], "out": str(run_dir), "progress": progress}
+    if args.get("lr") == "auto" and isinstance((saved.get("resolved") or {}).get("lr"), (int, float)):
+        args["lr"] = saved["resolved"]["lr"]  # the rate the range test found; a resumed run does not search again
+    config = TrainConfig.from_dict(args)
     return _run(config, resume_from=run_dir)
 
 
@@ -141,7 +144,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     batch_size = resolve_batch_size(config.batch_size, n_train)
     workers = resolve_workers(config.workers, config.cache != "off", on_gpu)
     channels_last = resolve_channels_last(config.channels_last, arch)
-    lr = config.lr or 1e-3
+    lr = config.lr if isinstance(config.lr, (int, float)) else 1e-3
     freeze_epochs = config.freeze_epochs if config.freeze_epochs is not None else (1 if config.transfer else 0)
     backbone_lr = lr * config.backbone_lr_scale if config.transfer else lr
 
@@ -156,14 +159,29 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
     levers = cpu_levers(net, precision, on_gpu)
+    pool = None
+    if config.cache_pool and Path(config.cache_pool).is_file():
+        from classbench.data.manifest import Manifest
+
+        pool = Manifest.load(config.cache_pool)
     loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
-                            config.seed, on_gpu, progress=config.progress and not worker)
+                            config.seed, on_gpu, progress=config.progress and not worker, cache_pool=pool)
     module = ClassifierModule(
         net, len(manifest.classes), model_cfg["mean"], model_cfg["std"], lr=lr, backbone_lr=backbone_lr,
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
         class_weights=class_weights(train_counts) if balance == "weights" else None,
         freeze_epochs=freeze_epochs, channels_last=channels_last,
     )
+    lr_search = None
+    if config.lr == "auto":
+        from classbench.training.lr_find import find_lr
+
+        lr_search = find_lr(module, loaders.train, precision, config.accelerator)
+        lr = lr_search["lr"]
+        backbone_lr = lr * config.backbone_lr_scale if config.transfer else lr
+        module.lr, module.backbone_lr = lr, backbone_lr
+        if not worker:
+            info(f"--lr auto: {lr:.3g} ({lr_search['source']}).", markup=False)
     if config.compile:
         module.model = torch.compile(module.model)
     model_meta = {
@@ -175,7 +193,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
     config.resolved = {
         "architecture": arch, "img_size": img_size, "batch_size": batch_size, "balance": balance,
         "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
-        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "freeze_epochs": freeze_epochs,
+        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "lr_search": lr_search, "freeze_epochs": freeze_epochs,
         "cache": loaders.cache_mode, "num_params": model_meta["num_params"],
         "mean": model_cfg["mean"], "std": model_cfg["std"], "cpu_levers": levers,
     }

@@ -1,0 +1,91 @@
+"""A compare folder's state: ``compare.json`` (the arguments, command line, environment), the one split
+every model shares, and the rule that a re-run with the same arguments resumes instead of starting over."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from classbench.console import info
+from classbench.errors import RunError
+from classbench.runs import atomic_write_json, environment_info, read_json
+
+# Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
+SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "refit")
+ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True}  # for folders made before these arguments existed
+
+
+def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
+    """Create ``out`` with its ``compare.json``, or check that it holds this same compare (then it resumes)."""
+    state_file = out / "compare.json"
+    if state_file.is_file() and not overwrite:
+        previous = read_json(state_file).get("args", {})
+        changed = [k for k in SHAPING_ARGS if previous.get(k, ARG_DEFAULTS.get(k)) != args[k]]
+        changed += changed_training_options(previous.get("train_options", {}), args["train_options"])
+        if changed:
+            raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
+        info(f"Resuming the compare in {out}: finished runs are kept.", markup=False)
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunError(f"{out}: folder exists and is not a compare; pass --overwrite or another --out")
+        if not state_file.is_file():
+            raise RunError(f"{out}: not a classbench compare folder, so --overwrite will not delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(state_file, {"args": args, "command": command_line(), "models": list(args["models"]),
+                                   "seed": args["seed"], "preset": args["preset"], "data": args["data"],
+                                   "img_size": args["img_size"], "epochs": args["epochs"],
+                                   "environment": environment_info(),
+                                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def update_state(out: Path, **values: Any) -> None:
+    """Add ``values`` to ``compare.json`` (atomically)."""
+    state_file = out / "compare.json"
+    atomic_write_json(state_file, {**read_json(state_file), **values})
+
+
+def changed_training_options(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Options that would train the remaining models under other conditions (compared as saved in JSON; an
+    option a folder predates counts as its default; how often last.ckpt is written does not count)."""
+    from classbench.training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    now = json.loads(json.dumps(now, default=str))
+    return sorted(k for k in (set(before) | set(now)) - {"checkpoint_every"}
+                  if before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
+
+
+def ensure_split(out: Path, data: Any, val: float, test: float, seed: int) -> Path:
+    """``out/split.csv``: made once (after ``check``, saved as ``check.json``) and shared by every model."""
+    from classbench.data.check import check
+    from classbench.data.split import split
+
+    manifest_path = out / "split.csv"
+    if not manifest_path.is_file():
+        report = check(data)
+        atomic_write_json(out / "check.json", report.to_dict())
+        result = split(data, val=val, test=test, seed=seed, out=manifest_path, report=report)
+        update_state(out, given_split=result.given)
+    return manifest_path
+
+
+def command_line() -> str:
+    """The command that made this compare, as the user typed it (or the Python call)."""
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("classbench", "cli.py", "__main__.py")):
+        argv[0] = "classbench"
+        return " ".join(shlex.quote(a) for a in argv)
+    return "python -c 'import classbench; classbench.compare(...)'"
+
+
+def safe_name(model: str) -> str:
+    """A model name as a folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)

@@ -1,0 +1,182 @@
+"""The leaderboard of a compare: one row per architecture in verdict order (never sorted by test), written as
+CSV and Markdown, drawn as figures and rendered for the terminal."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from classbench.runs import atomic_write_csv, atomic_write_text, read_json
+
+LEADERBOARD_COLUMNS = [
+    "model", "architecture", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean",
+    "fold_std", "fold_low", "fold_high", "replicates", "params", "img_size", "lr", "train_seconds",
+    "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "heldout_worst_class_recall",
+    "heldout_worst_class", "test_acc", "test_macro_f1", "test_balanced_acc", "worst_class_recall", "worst_class",
+    "ece", "run_dir",
+]
+MARKDOWN_COLUMNS = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std",
+                    "params", "img_size", "train_seconds", "infer_ms_batch1", "test_macro_f1", "test_balanced_acc",
+                    "test_acc"]
+
+
+def measure_inference(run_dir: Path, repeats: int = 20) -> dict[str, float]:
+    """Batch-1 latency (ms) and batch-32 throughput (img/s) of the model users get, in fp32."""
+    import torch
+
+    from classbench.predict import load
+
+    clf = load(run_dir, backend="torch")
+    size = clf.img_size
+    result: dict[str, float] = {}
+    for batch, key in ((1, "ms_batch1"), (32, "images_per_s_batch32")):
+        x = torch.randn(batch, 3, size, size)
+        clf.logits(x)
+        n = repeats if batch == 1 else max(3, repeats // 4)
+        start = time.perf_counter()
+        for _ in range(n):
+            clf.logits(x)
+        seconds = (time.perf_counter() - start) / n
+        result[key] = round(seconds * 1000, 3) if batch == 1 else round(batch / seconds, 2)
+    result["backend"] = clf.backend
+    return result
+
+
+def _r(value: Any) -> Any:
+    return round(float(value), 4) if isinstance(value, (int, float)) else value
+
+
+def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, heldout_worst: tuple[Any, Any],
+              lr: float | None) -> dict[str, Any]:
+    """One architecture's row: the verdict numbers, cost (mean over its runs), and test for the final model."""
+    summaries = [read_json(r / "summary.json") for r in runs]
+    first = summaries[0]
+    inference = read_json(runs[0] / "inference.json") if (runs[0] / "inference.json").is_file() else {}
+    test: dict[str, Any] = {}
+    if final is not None and (final / "eval.json").is_file():
+        test = read_json(final / "eval.json").get("metrics", {})
+    delta_ci = standing.get("delta_ci") or [None, None]
+    fold_ci = standing.get("fold_ci") or [None, None]
+
+    def mean(key: str) -> float | None:
+        values = [s[key] for s in summaries if isinstance(s.get(key), (int, float))]
+        return round(sum(values) / len(values), 2) if values else None
+
+    return {
+        "model": standing["name"], "architecture": first.get("model"), "status": standing["status"],
+        "heldout_macro_f1": _r(standing["score"]), "delta": _r(standing["delta"]) if standing["status"] != "best" else None,
+        "delta_low": _r(delta_ci[0]), "delta_high": _r(delta_ci[1]), "fold_mean": _r(standing.get("fold_mean")),
+        "fold_std": _r(standing.get("fold_std")), "fold_low": _r(fold_ci[0]), "fold_high": _r(fold_ci[1]),
+        "replicates": len(runs), "params": first.get("num_params"), "img_size": first.get("img_size"),
+        "lr": lr, "train_seconds": mean("training_seconds"), "train_images_per_s": mean("train_images_per_s"),
+        "infer_ms_batch1": inference.get("ms_batch1"), "infer_images_per_s_batch32": inference.get("images_per_s_batch32"),
+        "heldout_worst_class_recall": _r(heldout_worst[1]), "heldout_worst_class": heldout_worst[0],
+        "test_acc": _r(test.get("accuracy")), "test_macro_f1": _r(test.get("macro_f1")),
+        "test_balanced_acc": _r(test.get("balanced_accuracy")), "worst_class_recall": _r(test.get("worst_class_recall")),
+        "worst_class": test.get("worst_class"), "ece": _r(test.get("ece")),
+        "run_dir": str(final) if final is not None else "",
+    }
+
+
+def write_leaderboard(out: Path, rows: list[dict[str, Any]], sentence: str) -> None:
+    """``leaderboard.csv`` (every column) and ``leaderboard.md`` (the verdict sentence, then the key columns)."""
+    atomic_write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
+    lines = [f"**Verdict:** {_md(sentence)}", "", "| " + " | ".join(MARKDOWN_COLUMNS) + " |",
+             "|" + "---|" * len(MARKDOWN_COLUMNS)]
+    lines += ["| " + " | ".join(_md(row.get(c)) for c in MARKDOWN_COLUMNS) + " |" for row in rows]
+    atomic_write_text(out / "leaderboard.md", "\n".join(lines) + "\n")
+
+
+def _md(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
+    """A run's ``metrics.csv`` as numbers (empty list when missing)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def write_figures(out: Path, rows: list[dict[str, Any]], first_runs: dict[str, Path], standings: list[dict]) -> None:
+    """Curves (first run of each model), training time and score vs time (per run), class counts, verdict."""
+    from classbench.data.manifest import Manifest
+    from classbench.report import plots
+    from classbench.report.verdict_plot import plot_verdict
+
+    curves = {name: read_metrics(run) for name, run in first_runs.items()}
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        plots.plot_curves_grid(curves, out / "curves_grid.png")
+    names = [r["model"] for r in rows]
+    seconds = [r["train_seconds"] for r in rows]
+    plots.plot_training_time(names, seconds, out / "training_time.png")
+    plots.plot_score_vs_time(names, [r["heldout_macro_f1"] for r in rows], seconds, out / "score_vs_time.png",
+                             score_label="held-out macro-F1")
+    plot_verdict(standings, out / "verdict.png")
+    manifest = Manifest.load(out / "split.csv")
+    plots.plot_class_counts(manifest.counts(), out / "class_counts.png",
+                            split_counts={s: manifest.counts(s) for s in ("train", "val", "test")})
+
+
+def _fmt(value: Any, key: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if key == "params":
+        return f"{float(value) / 1e6:.1f}M"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+    return str(value)
+
+
+def _delta(row: dict[str, Any]) -> str:
+    if row.get("delta") is None:
+        return "-"
+    return f"{row['delta']:.2f} ({row['delta_low']:.2f}\u2013{row['delta_high']:.2f})"
+
+
+def render_leaderboard(board: Any, console: Any) -> None:
+    """The verdict table (fits 80 columns; speed and size columns join from 100), the verdict sentence, the
+    test estimate of the selected model, the label check."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    wide = console.width >= 100
+    table = Table(title=escape(f"Verdict ({board.protocol})"), header_style="bold", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["model", "status", "F1", "\u0394 F1 (95% CI)", "folds", "s/run"] + (["ms/img", "params"] if wide else [])
+    for title in columns:
+        table.add_column(title, justify="left" if title in ("model", "status") else "right", no_wrap=True,
+                         overflow="ellipsis", max_width=20 if title == "model" else None)
+    for row in board.rows:
+        spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
+        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row), spread,
+                 _fmt(row.get("train_seconds"), "")]
+        if wide:
+            cells += [_fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
+        table.add_row(*cells, style="bold green" if row["status"] == "best" else None)
+    console.print(table)
+    console.print(f"[bold]Verdict:[/] {escape(board.sentence)}", soft_wrap=False)
+    for row in board.rows:
+        if row.get("heldout_worst_class_recall") == 0:
+            console.print(f"[bold red]warning:[/] {escape(str(row['model']))} never recognises class "
+                          f"{escape(str(row.get('heldout_worst_class')))} on its held-out images (recall 0)")
+    final = next((r for r in board.rows if r.get("test_macro_f1") is not None), None)
+    if final:
+        console.print(f"[bold]Test[/] (the final, unbiased estimate; opened once, for {escape(str(final['model']))}):"
+                      f" macro-F1 {final['test_macro_f1']:.3f}, balanced acc {final['test_balanced_acc']:.3f}, "
+                      f"acc {final['test_acc']:.3f}; details: classbench evaluate {escape(str(final['run_dir']))}")
+        if final.get("worst_class_recall") == 0:
+            console.print(f"[bold red]warning:[/] on the test split {escape(str(final['model']))} never recognises "
+                          f"class {escape(str(final.get('worst_class')))} (recall 0)")
+    if board.label_issues:
+        console.print(f"Label check: {board.label_issues} image(s) whose label looks wrong, most likely first: "
+                      f"{escape(str(board.path / 'label_issues.csv'))}")
+    if board.report:
+        console.print(f"Report: {escape(str(board.report))}")

@@ -1,0 +1,153 @@
+"""The trainings a compare is made of: every (architecture, fold) of K-fold cross-validation, or every
+(architecture, seed) on one split; each is an ordinary run folder, trained, then scored on images it
+never trained on (its fold, or the validation split) with the per-image predictions kept.
+
+Layout inside a compare folder ``OUT``:
+
+* ``OUT/split.csv``: the one split (test locked away); ``OUT/folds.csv`` + ``OUT/folds/fold-K.csv``:
+  the folds of its non-test images and each fold's training manifest (see ``classbench.data.folds``).
+* ``OUT/cv/<model>/fold-K/``: fold K's run (its ``test`` part is the held-out fold, not the test split).
+* ``OUT/cv/<model>/seed-S/``: ``--seeds``: the extra seeds' runs on the shared split.
+* ``OUT/<model>/``: the model a user gets (the refit on all non-test data for cross-validation; the
+  base seed's run otherwise); only this one is ever evaluated on the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classbench.console import info
+from classbench.data.manifest import Manifest
+from classbench.errors import RunError
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training of a compare and where its held-out predictions land."""
+
+    model: str
+    name: str
+    label: str  # "fold 2/5", "seed 3", "" for a single run
+    run_dir: Path
+    data: Path  # the manifest it trains on
+    seed: int
+    heldout: str  # the split it is scored on: "test" (its fold) or "val"
+
+    @property
+    def predictions(self) -> Path:
+        return self.run_dir / ("predictions.csv" if self.heldout == "test" else "predictions-val.csv")
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "summary.json").is_file() and self.predictions.is_file()
+
+
+def inner_val_fraction(val: float, test: float) -> float:
+    """The share of a fold's training images carved out for checkpoint choice: the split's val share of
+    the non-test images (val 0.2, test 0.1 -> 0.222)."""
+    return min(0.5, val / (1 - test)) if val > 0 else 0.2
+
+
+def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], folds: int, seeds: int, seed: int,
+         inner_val: float) -> list[Job]:
+    """Every job of the compare, fold (or seed) outermost so each architecture's first replicate comes early."""
+    if folds > 1:
+        paths = write_fold_manifests(out, manifest_path, folds, seed, inner_val)
+        return [Job(m, n, f"fold {k + 1}/{folds}", out / "cv" / n / f"fold-{k + 1}", paths[k], seed, "test")
+                for k in range(folds) for m, n in zip(models, names)]
+    jobs = []
+    for r in range(seeds):
+        for m, n in zip(models, names):
+            run_dir = out / n if r == 0 else out / "cv" / n / f"seed-{seed + r}"
+            jobs.append(Job(m, n, f"seed {seed + r}" if seeds > 1 else "", run_dir, manifest_path, seed + r, "val"))
+    return jobs
+
+
+def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, inner_val: float) -> list[Path]:
+    """``folds.csv`` and one training manifest per fold (written once; a resumed compare reuses them)."""
+    from classbench.data.folds import assign_folds, fold_manifest, save_folds
+
+    paths = [out / "folds" / f"fold-{k + 1}.csv" for k in range(folds)]
+    if all(p.is_file() for p in paths) and (out / "folds.csv").is_file():
+        return paths
+    manifest = Manifest.load(manifest_path)
+    fold_of = assign_folds(manifest, folds, seed)
+    for k, path in enumerate(paths):
+        fold_manifest(manifest, fold_of, k, inner_val, seed).save(path)
+    save_folds(fold_of, manifest, out / "folds.csv")
+    return paths
+
+
+def run(job: Job, options: dict[str, Any], step: str) -> None:
+    """Train (or resume, or keep) ``job``'s run, then score it on its held-out images."""
+    from classbench.evaluation import evaluate
+    from classbench.training import resume, train
+
+    what = f"{step} {job.model}" + (f" {job.label}" if job.label else "")
+    if (job.run_dir / "summary.json").is_file():
+        info(f"{what}: already trained, kept.", markup=False)
+    elif (job.run_dir / "last.ckpt").is_file():
+        info(f"{what}: resuming from {job.run_dir / 'last.ckpt'}", markup=False)
+        resume(job.run_dir, progress=options.get("progress", True))
+    else:
+        info(f"{what}: training into {job.run_dir}", markup=False)
+        train(job.data, model=job.model, out=job.run_dir, overwrite=job.run_dir.exists(),
+              **{**options, "seed": job.seed})
+    if not job.predictions.is_file():
+        evaluate(job.run_dir, split=job.heldout, progress=False)
+
+
+def resolved_lr(run_dir: Path) -> float | None:
+    """The learning rate a run trained with (after ``--lr auto``), from its config.yaml."""
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    lr = (yaml.safe_load(config.read_text(encoding="utf-8")).get("resolved") or {}).get("lr")
+    return float(lr) if isinstance(lr, (int, float)) else None
+
+
+@dataclass
+class HeldOut:
+    """The held-out predictions of all architectures, aligned on the same images."""
+
+    paths: list[str]
+    labels: np.ndarray  # class index per image
+    classes: list[str]
+    probs: dict[str, list[np.ndarray]]  # model name -> one [N, C] array per replicate
+    fold_scores: dict[str, list[float]]
+    dropped: int = 0  # images some run could not read, left out of the verdict
+
+
+def collect(jobs: list[Job], classes: list[str]) -> HeldOut:
+    """Read every job's predictions; a cross-validated model's folds are joined into one replicate."""
+    from classbench.evaluation import read_predictions
+    from classbench.metrics import classification_summary
+
+    per_model: dict[str, list[dict[str, np.ndarray]]] = {}
+    labels_of: dict[str, str] = {}
+    scores: dict[str, list[float]] = {}
+    for job in jobs:
+        paths, labels, probs, file_classes = read_predictions(job.predictions)
+        if list(file_classes) != list(classes):
+            raise RunError(f"{job.predictions}: classes differ from the compare's split; re-run with --overwrite")
+        y = np.array([classes.index(c) for c in labels], dtype=np.int64)
+        scores.setdefault(job.name, []).append(
+            classification_summary(y, probs.argmax(axis=1), None, classes)["macro_f1"])
+        labels_of.update(zip(paths, labels))
+        replicates = per_model.setdefault(job.name, [])
+        if job.heldout == "test" and replicates:  # folds of one cross-validation: one replicate
+            replicates[0].update(zip(paths, probs))
+        else:
+            replicates.append(dict(zip(paths, probs)))
+    common = sorted(set.intersection(*(set(r) for reps in per_model.values() for r in reps)))
+    dropped = len(labels_of) - len(common)
+    y_true = np.array([classes.index(labels_of[p]) for p in common], dtype=np.int64)
+    probs = {name: [np.stack([r[p] for p in common]) if common else np.zeros((0, len(classes))) for r in reps]
+             for name, reps in per_model.items()}
+    return HeldOut(common, y_true, classes, probs, scores, dropped)

@@ -1,0 +1,186 @@
+"""The bake-off verdict: rank architectures on held-out predictions that never touch the test split, and
+call a difference inside the noise a tie.
+
+Input per architecture: one or more *replicates* of predicted labels for the same images (out-of-fold
+predictions of K-fold cross-validation: one replicate covering every non-test image; ``--seeds N``: N
+replicates on the validation images; a single run: one replicate on validation). The score of an
+architecture is macro-F1 on those predictions (averaged over replicates). Each architecture is compared
+with the top one by a **paired, stratified cluster bootstrap**: images are resampled within their class
+(class supports stay fixed, which macro-F1 on rare classes needs), near-duplicate groups as units (an
+image and its burst twin are not two pieces of evidence), the same draw for both models (paired). A
+model whose 95% interval of the difference to the top includes 0 is *tied* with it. Fold-to-fold spread
+is shown too: mean, std and a 95% interval over folds with the Nadeau-Bengio correction for overlapping
+training sets (the naive t-interval over folds is too narrow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+N_BOOT = 2000
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """One architecture's held-out predictions: ``preds[r]`` holds class indices for the images
+    ``images`` (shared by all architectures), ``fold_scores`` the per-fold (or per-seed) macro-F1."""
+
+    preds: Sequence[np.ndarray]
+    fold_scores: Sequence[float] = ()
+
+
+@dataclass
+class Standing:
+    """One architecture's place in the verdict."""
+
+    name: str
+    score: float
+    fold_mean: float | None
+    fold_std: float | None
+    fold_ci: tuple[float, float] | None
+    delta: float = 0.0  # top's score minus this one's
+    delta_ci: tuple[float, float] | None = None
+    status: str = "best"  # best | tied | worse
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": self.score, "fold_mean": self.fold_mean, "fold_std": self.fold_std,
+                "fold_ci": list(self.fold_ci) if self.fold_ci else None, "delta": self.delta,
+                "delta_ci": list(self.delta_ci) if self.delta_ci else None, "status": self.status}
+
+
+@dataclass
+class Verdict:
+    """Standings best first, the selected architecture and the sentence that states the verdict."""
+
+    standings: list[Standing]
+    protocol: str
+    n_images: int
+    metric: str = "macro-F1"
+    sentence: str = ""
+    tied: list[str] = field(default_factory=list)
+
+    @property
+    def selected(self) -> str:
+        return self.standings[0].name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "n_images": self.n_images, "metric": self.metric,
+                "selected": self.selected, "tied": self.tied, "sentence": self.sentence,
+                "standings": [s.to_dict() for s in self.standings]}
+
+
+def _macro_f1(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the classes present (support or predictions) from ``[..., C]`` counts."""
+    present = (support + predicted) > 0
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
+    return (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
+def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 of ``y_pred`` under each row of image ``weights`` (``[B, N]`` -> ``[B]``)."""
+    eye = np.eye(n_classes)
+    truth, guess = eye[y_true], eye[y_pred]
+    support, predicted = weights @ truth, weights @ guess
+    tp = weights @ (truth * (y_true == y_pred)[:, None])
+    return _macro_f1(tp, support, predicted)
+
+
+def bootstrap_weights(y_true: np.ndarray, groups: Sequence[Any] | None, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, N]`` image weights: groups resampled with replacement within each class (stratified
+    cluster bootstrap; a group's class is its first image's), every image of a drawn group counted."""
+    n = len(y_true)
+    keys = list(groups) if groups is not None else list(range(n))
+    group_ids, first = {}, []
+    image_group = np.empty(n, dtype=np.int64)
+    for i, key in enumerate(keys):
+        if key not in group_ids:
+            group_ids[key] = len(group_ids)
+            first.append(i)
+        image_group[i] = group_ids[key]
+    group_class = y_true[np.asarray(first, dtype=np.int64)]
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, len(first)))
+    for c in np.unique(group_class):
+        members = np.flatnonzero(group_class == c)
+        draws = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=n_boot)
+        counts[:, members] = draws
+    return counts[:, image_group]
+
+
+def _fold_spread(scores: Sequence[float], cv: bool) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """Mean, std and 95% interval of per-fold scores (Nadeau-Bengio corrected for K-fold, t over seeds)."""
+    if len(scores) < 2:
+        return (float(scores[0]) if scores else None), None, None
+    from scipy.stats import t
+
+    x = np.asarray(scores, dtype=np.float64)
+    k, mean, std = len(x), float(x.mean()), float(x.std(ddof=1))
+    factor = 1 / k + (1 / (k - 1) if cv else 0.0)  # n_test / n_train = 1 / (K - 1) in K-fold
+    half = float(t.ppf(0.975, k - 1)) * std * math.sqrt(factor)
+    return mean, std, (max(0.0, mean - half), min(1.0, mean + half))
+
+
+def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int, protocol: str,
+           groups: Sequence[Any] | None = None, cv: bool = True, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """Rank ``results`` (name -> replicates on the same images ``y_true``) and compare each with the top."""
+    if not results:
+        raise ValueError("no results to decide between")
+    y_true = np.asarray(y_true, dtype=np.int64)
+    weights = bootstrap_weights(y_true, groups, n_boot, seed)
+    point, boots = {}, {}
+    for name, rep in results.items():
+        if any(len(p) != len(y_true) for p in rep.preds):
+            raise ValueError(f"{name}: predictions do not cover the same images")
+        ones = np.ones((1, len(y_true)))
+        point[name] = float(np.mean([weighted_macro_f1(y_true, p, ones, n_classes)[0] for p in rep.preds]))
+        boots[name] = np.mean([weighted_macro_f1(y_true, p, weights, n_classes) for p in rep.preds], axis=0)
+    order = sorted(results, key=lambda n: (-point[n], n))
+    top = order[0]
+    standings = []
+    for name in order:
+        mean, std, ci = _fold_spread(list(results[name].fold_scores), cv)
+        s = Standing(name, point[name], mean, std, ci)
+        if name != top:
+            diff = boots[top] - boots[name]
+            low, high = (float(q) for q in np.quantile(diff, [0.025, 0.975]))
+            s.delta, s.delta_ci = point[top] - point[name], (low, high)
+            s.status = "tied" if low <= 0.0 else "worse"
+        standings.append(s)
+    verdict = Verdict(standings, protocol, len(y_true))
+    verdict.tied = [s.name for s in standings if s.status == "tied"]
+    verdict.sentence = sentence(verdict)
+    return verdict
+
+
+def _ci(s: Standing) -> str:
+    low, high = s.delta_ci or (0.0, 0.0)
+    return f"\u0394 macro-F1 {s.delta:.3f}, 95% CI {low:.3f} to {high:.3f}"
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def sentence(verdict: Verdict) -> str:
+    """The verdict in one sentence, e.g. "densenet121 and resnet50 are tied (...); mobilenetv2 is worse (...)"."""
+    top = verdict.standings[0]
+    tied = [s for s in verdict.standings if s.status == "tied"]
+    worse = [s for s in verdict.standings if s.status == "worse"]
+    where = f"{verdict.protocol}, {verdict.n_images} images"
+    if len(verdict.standings) == 1:
+        return f"{top.name}: macro-F1 {top.score:.3f} ({where}); nothing to compare it with."
+    if tied:
+        head = (f"{_names([top.name] + [s.name for s in tied])} are tied "
+                f"({'; '.join(f'{s.name}: {_ci(s)}' for s in tied)})")
+    else:
+        head = f"{top.name} is best (macro-F1 {top.score:.3f})"
+    if worse:
+        verb = "is" if len(worse) == 1 else "are"
+        head += f"; {_names([s.name for s in worse])} {verb} worse ({'; '.join(f'{s.name}: {_ci(s)}' for s in worse)})"
+    return f"{head} [{where}]."

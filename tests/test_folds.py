@@ -1,0 +1,92 @@
+"""K-fold cross-validation over the non-test images: stratified, group-aware, disjoint, covering, seeded."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from classbench.data.folds import assign_folds, fold_manifest, max_folds, pool, resolve_folds
+from classbench.data.manifest import Manifest
+from classbench.data.split import split
+from classbench.errors import DataError
+from tests.conftest import write_class_folders
+
+
+def _grouped_csv(root: Path, counts: dict[str, int], group_size: int = 1) -> Path:
+    """A CSV source ``path,label,group``: every ``group_size`` consecutive images of a class share a group."""
+    write_class_folders(root / "img", counts)
+    rows = []
+    for label in sorted(counts):
+        for k, path in enumerate(sorted((root / "img" / label).glob("*.png"))):
+            rows.append({"path": path.relative_to(root).as_posix(), "label": label, "group": f"{label}-{k // group_size}"})
+    target = root / "data.csv"
+    with open(target, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["path", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Manifest:
+    root = tmp_path_factory.mktemp("folds")
+    return split(_grouped_csv(root, {"a": 40, "b": 26, "c": 12}, group_size=2), val=0.2, test=0.1, seed=0).manifest
+
+
+def test_folds_are_disjoint_cover_the_pool_and_leave_test_out(manifest: Manifest) -> None:
+    fold_of = assign_folds(manifest, 5, seed=0)
+    pooled = {str(s.path) for s in manifest.samples if s.split != "test"}
+    assert set(fold_of) == pooled  # every non-test image in exactly one fold (a dict: one fold each)
+    assert not {str(s.path) for s in manifest.subset("test")} & set(fold_of)
+    assert set(fold_of.values()) == set(range(5))
+
+
+def test_folds_are_stratified_and_keep_groups_whole(manifest: Manifest) -> None:
+    fold_of = assign_folds(manifest, 5, seed=0)
+    group_folds: dict[str, set[int]] = {}
+    for s in pool(manifest):
+        group_folds.setdefault(s.group, set()).add(fold_of[str(s.path)])
+    assert all(len(folds) == 1 for folds in group_folds.values())  # a near-duplicate group never straddles folds
+    for label in manifest.classes:
+        per_fold = Counter(fold_of[str(s.path)] for s in pool(manifest) if s.label == label)
+        assert len(per_fold) == 5, label  # every class in every fold
+        assert max(per_fold.values()) - min(per_fold.values()) <= 2, (label, per_fold)  # one group of 2 at most
+
+
+def test_folds_are_seeded(manifest: Manifest) -> None:
+    assert assign_folds(manifest, 5, seed=0) == assign_folds(manifest, 5, seed=0)
+    assert assign_folds(manifest, 5, seed=0) != assign_folds(manifest, 5, seed=1)
+
+
+def test_fold_manifest_scores_the_fold_blind(manifest: Manifest) -> None:
+    fold_of = assign_folds(manifest, 3, seed=0)
+    for fold in range(3):
+        m = fold_manifest(manifest, fold_of, fold, inner_val=0.2, seed=0)
+        held = {str(s.path) for s in m.subset("test")}
+        assert held == {p for p, f in fold_of.items() if f == fold}
+        trained = {str(s.path) for s in m.subset("train") + m.subset("val")}
+        assert trained == {p for p, f in fold_of.items() if f != fold}
+        assert set(m.counts("val")) == set(manifest.classes) and all(m.counts("val").values())
+        locked = {str(s.path) for s in manifest.subset("test")}
+        assert not locked & {str(s.path) for s in m.samples}  # the compare's test split is not in a fold run
+
+
+def test_too_many_folds_for_a_small_class_names_it_and_the_largest_k(tmp_path: Path) -> None:
+    m = split(write_class_folders(tmp_path / "d", {"big": 30, "tiny": 4}), val=0.2, test=0.25, seed=0).manifest
+    largest, label = max_folds(m)
+    assert label == "tiny" and largest == len([s for s in pool(m) if s.label == "tiny"])
+    with pytest.raises(DataError, match=rf"class 'tiny' has only {largest} image group.*use --folds {largest} or fewer"):
+        resolve_folds(5, m)
+    assert resolve_folds("auto", m) == largest  # auto takes what the rarest class can fill
+    assert resolve_folds(1, m) == 1
+
+
+def test_auto_folds_depend_on_the_pool_size(manifest: Manifest, monkeypatch) -> None:
+    assert resolve_folds("auto", manifest) == 5
+    monkeypatch.setattr("classbench.data.folds.AUTO_POOL_LIMIT", 10)
+    assert resolve_folds("auto", manifest) == 1  # large data: one split
+    with pytest.raises(DataError, match=">= 1"):
+        resolve_folds(0, manifest)

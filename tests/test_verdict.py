@@ -1,0 +1,94 @@
+"""The verdict: paired stratified cluster bootstrap, ties called ties, fold spread, the sentence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from classbench.verdict import Replicates, bootstrap_weights, decide, weighted_macro_f1
+
+N_CLASSES = 4
+
+
+def _labels(n: int = 200, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).choice(N_CLASSES, size=n, p=[0.5, 0.3, 0.15, 0.05])
+
+
+def _noisy(y: np.ndarray, error_rate: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(len(y)) < error_rate
+    return np.where(wrong, (y + rng.integers(1, N_CLASSES, len(y))) % N_CLASSES, y)
+
+
+def test_weighted_macro_f1_with_unit_weights_is_sklearns() -> None:
+    y = _labels()
+    pred = _noisy(y, 0.3, seed=1)
+    present = sorted(set(y) | set(pred))
+    expected = f1_score(y, pred, average="macro", labels=present)
+    assert weighted_macro_f1(y, pred, np.ones((1, len(y))), N_CLASSES)[0] == pytest.approx(expected)
+
+
+def test_bootstrap_is_stratified_and_keeps_groups_together() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    groups = ["g0", "g0", "a", "b", "g1", "g1", "c", "d", "e", "f"]
+    w = bootstrap_weights(y, groups, n_boot=500, seed=0)
+    assert w.shape == (500, 10)
+    assert np.array_equal(w[:, 0], w[:, 1]) and np.array_equal(w[:, 4], w[:, 5])  # a group is drawn whole
+    # groups are resampled within their class: class 2 (3 singleton groups) always weighs exactly 3
+    assert np.all(w[:, 7:].sum(axis=1) == 3)
+    assert w[:, :4].sum(axis=1).std() > 0  # class 0 mixes a pair and singles: its weight varies
+    singles = bootstrap_weights(y, None, n_boot=200, seed=0)
+    for c in range(3):
+        assert np.all(singles[:, y == c].sum(axis=1) == (y == c).sum())
+
+
+def test_identical_models_are_tied_and_a_clearly_better_one_is_not() -> None:
+    y = _labels()
+    good = _noisy(y, 0.15, seed=2)
+    verdict = decide({"a": Replicates([good]), "b": Replicates([good.copy()]), "c": Replicates([_noisy(y, 0.6, 3)])},
+                     y, N_CLASSES, "test protocol", cv=False)
+    status = {s.name: s.status for s in verdict.standings}
+    assert status == {"a": "best", "b": "tied", "c": "worse"}
+    tied = verdict.standings[1]
+    assert tied.delta == 0.0 and tied.delta_ci[0] <= 0.0 <= tied.delta_ci[1]
+    worse = verdict.standings[2]
+    assert worse.delta_ci[0] > 0.1 and verdict.tied == ["b"]
+    assert verdict.sentence.startswith("a and b are tied (b: \u0394 macro-F1 0.000, 95% CI")
+    assert "c is worse (c: \u0394 macro-F1" in verdict.sentence and "[test protocol, 200 images]" in verdict.sentence
+
+
+def test_a_small_difference_on_few_images_is_a_tie() -> None:
+    y = _labels(60, seed=4)
+    a = _noisy(y, 0.20, seed=5)
+    b = a.copy()
+    b[:3] = (y[:3] + 1) % N_CLASSES  # three more mistakes
+    verdict = decide({"a": Replicates([a]), "b": Replicates([b])}, y, N_CLASSES, "p")
+    assert verdict.standings[1].status == "tied" and verdict.standings[1].delta > 0
+
+
+def test_replicates_average_and_fold_spread_uses_the_nadeau_bengio_correction() -> None:
+    y = _labels(100, seed=6)
+    reps = [_noisy(y, 0.2, seed=s) for s in range(3)]
+    scores = [0.70, 0.74, 0.78, 0.72, 0.76]
+    verdict = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", cv=True)
+    s = verdict.standings[0]
+    ones = np.ones((1, len(y)))
+    assert s.score == pytest.approx(np.mean([weighted_macro_f1(y, r, ones, N_CLASSES)[0] for r in reps]))
+    from scipy.stats import t
+
+    std = np.std(scores, ddof=1)
+    half = t.ppf(0.975, 4) * std * math.sqrt(1 / 5 + 1 / 4)
+    assert s.fold_mean == pytest.approx(0.74) and s.fold_std == pytest.approx(std)
+    assert s.fold_ci == pytest.approx((0.74 - half, 0.74 + half))
+    naive = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", cv=False).standings[0].fold_ci
+    assert naive[1] - naive[0] < s.fold_ci[1] - s.fold_ci[0]  # the correction widens the interval
+    assert "nothing to compare it with" in verdict.sentence
+
+
+def test_predictions_must_cover_the_same_images() -> None:
+    y = _labels(50)
+    with pytest.raises(ValueError, match="same images"):
+        decide({"a": Replicates([y]), "b": Replicates([y[:-1]])}, y, N_CLASSES, "p")
