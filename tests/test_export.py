@@ -1,10 +1,9 @@
-"""Export: ONNX/TorchScript parity with PyTorch, metadata, dynamic batch, damaged/stale files, fallback."""
+"""Export: ONNX parity with PyTorch, metadata, dynamic batch, damaged/stale files, fallback."""
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from classbench.errors import ModelError
+from classbench.errors import ClassbenchError, ModelError
 from classbench.exporting import OnnxSession, _parity, export, physical_cores, render_export
 from classbench.models import create_model, save_model
 from classbench.predict import load
@@ -115,17 +114,15 @@ def test_static_batch_export_still_predicts(tmp_path: Path, images: list[Path]) 
     assert all(p.error is None for p in preds)
 
 
-def test_torchscript_export_parity_on_split_csv_images(tmp_path: Path, images: list[Path]) -> None:
-    run = make_model_folder(tmp_path / "ts", "test_efficientnet")
+def test_parity_uses_the_runs_split_images_and_torchscript_is_gone(tmp_path: Path, images: list[Path]) -> None:
+    run = make_model_folder(tmp_path / "split", "test_efficientnet")
     rows = [f"{os.path.relpath(p, run)},cat,{split},\n" for p, split in zip(images, ["test"] * 3 + ["val", "train"])]
     (run / "split.csv").write_text("path,label,split,group\n" + "".join(rows))
-    result = export(run, format="torchscript")
-    assert result.path == run / "model.torchscript.pt" and result.parity["max_abs_prob_diff"] < 1e-4
+    result = export(run)
+    assert result.path == run / "model.onnx" and result.parity["max_abs_prob_diff"] < 1e-4
     assert result.parity["samples"] == 4  # the test + val images of the run's split
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.load(str(result.path))
-    assert traced(torch.zeros(4, 3, 32, 32)).shape == (4, 3)
+    with pytest.raises(ClassbenchError, match="unknown export format 'torchscript'; use onnx"):
+        export(run, format="torchscript")
 
 
 def test_fp16_export_keeps_float32_io_and_model_onnx(tmp_path: Path) -> None:

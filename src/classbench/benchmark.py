@@ -384,9 +384,6 @@ def _checkpoint_seconds(module: Any, optimizer: Any) -> tuple[float, float]:
 def _reset_peak_memory() -> None:
     import torch
 
-    from classbench.speed import release_free_memory
-
-    release_free_memory()  # the tuned heap keeps the previous model's memory; peak RSS is per model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:

@@ -273,7 +273,7 @@ def predict(
 @friendly
 def export(
     run: Path = typer.Argument(..., help="A run folder."),
-    format: str = typer.Option("onnx", "--format", help="onnx|torchscript"),
+    format: str = typer.Option("onnx", "--format", help="onnx (the one format: ONNX Runtime, TensorRT, OpenVINO)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 17; 13 for older TensorRT)."),
     dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis (--no-dynamic-batch for a fixed batch of 1)."),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),

@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX (or TorchScript) with a parity check, and run ONNX files.
+"""Export a trained model to ONNX with a parity check, and run ONNX files.
 
 Exporter choice (measured on torch 2.14.1 / onnxscript 0.7.2, 2-core CPU, warm process):
 the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is tried first and the
@@ -136,26 +136,24 @@ def parse_metadata(props: dict[str, str]) -> dict[str, Any]:
 def export(run: str | os.PathLike, format: str = "onnx", opset: int | None = None, dynamic_batch: bool = True,
            fp16: bool = False, out: str | os.PathLike | None = None,
            parity_images: Sequence[str | os.PathLike] | None = None) -> ExportResult:
-    """Export the run's model to ``model.onnx`` (or ``model.torchscript.pt``) and check it against PyTorch."""
+    """Export the run's model to ``model.onnx`` (``model.fp16.onnx`` with ``fp16``) and check it against PyTorch.
+
+    ONNX is the one deployment format (ONNX Runtime, TensorRT, OpenVINO read it); TorchScript went with
+    ``torch.jit``'s deprecation upstream."""
     from classbench.models import load_model, read_meta
     from classbench.runs import file_sha256
 
     start = time.perf_counter()
-    if format not in {"onnx", "torchscript"}:
-        raise ClassbenchError(f"unknown export format {format!r}; use onnx or torchscript")
-    if fp16 and format != "onnx":
-        raise ClassbenchError("--fp16 is only offered for ONNX; TorchScript is exported in fp32")
+    if format != "onnx":
+        raise ClassbenchError(f"unknown export format {format!r}; use onnx (TorchScript is deprecated upstream)")
     meta, weights_path = read_meta(run)
     model, _ = load_model(weights_path)
     folder = weights_path.parent
-    default_name = {"torchscript": "model.torchscript.pt", "onnx": "model.fp16.onnx" if fp16 else "model.onnx"}[format]
+    default_name = "model.fp16.onnx" if fp16 else "model.onnx"
     target = _target_path(out, folder, default_name)
     inputs = _parity_inputs(meta, folder, parity_images)
     sha = file_sha256(weights_path)
-    if format == "torchscript":
-        result = _export_torchscript(model, meta, sha, inputs, target, dynamic_batch)
-    else:
-        result = _export_onnx(model, meta, sha, inputs, target, opset, dynamic_batch, fp16)
+    result = _export_onnx(model, meta, sha, inputs, target, opset, dynamic_batch, fp16)
     result.seconds = round(time.perf_counter() - start, 2)
     result.size_bytes = target.stat().st_size
     return result
@@ -165,7 +163,7 @@ def _target_path(out: str | os.PathLike | None, folder: Path, default_name: str)
     if out is None:
         return folder / default_name
     out = Path(out)
-    return out if out.suffix in {".onnx", ".pt", ".ts"} else out / default_name
+    return out if out.suffix == ".onnx" else out / default_name
 
 
 def _parity_inputs(meta: dict[str, Any], folder: Path, images: Sequence[str | os.PathLike] | None) -> Any:
@@ -297,39 +295,7 @@ def _export_onnx(model: Any, meta: dict[str, Any], sha: str, inputs: Any, target
                             output_name=session.output_name, input_shape=session.input_shape, seconds=0.0,
                             exporter=exporter, opset=version, fp16=fp16, notes=notes)
     raise ModelError(f"{meta['architecture']}: ONNX export failed with both exporters ({'; '.join(notes)}); "
-                     "try another --opset, or --format torchscript")
-
-
-def _export_torchscript(model: Any, meta: dict[str, Any], sha: str, inputs: Any, target: Path,
-                        dynamic_batch: bool) -> ExportResult:
-    import torch
-
-    from classbench.runs import atomic_write_bytes
-
-    reference = _torch_logits(model, inputs)
-    example = inputs[:2] if dynamic_batch else inputs[:1]
-    extra = {"classbench.json": json.dumps({**_metadata(meta, sha, "torch.jit.trace", 0, False)})}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.* are deprecated upstream (FutureWarning)
-        try:
-            with torch.no_grad():
-                traced = torch.jit.trace(model, example, check_trace=False)
-            buf = io.BytesIO()
-            torch.jit.save(traced, buf, _extra_files=extra)
-        except Exception as err:
-            raise ModelError(f"{meta['architecture']}: TorchScript tracing failed ({str(err)[:200]}); "
-                             "use --format onnx") from err
-        loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
-    with torch.no_grad():
-        if dynamic_batch:
-            logits = loaded(inputs).numpy()
-        else:
-            logits = torch.cat([loaded(inputs[i:i + 1]) for i in range(len(inputs))]).numpy()
-    parity = _parity(reference, logits, meta, tolerance=FP32_TOLERANCE)
-    atomic_write_bytes(target, buf.getvalue())
-    shape: list[int | str] = ["batch" if dynamic_batch else 1, 3, meta["img_size"], meta["img_size"]]
-    return ExportResult(path=target, format="torchscript", parity=parity, input_name="x", output_name=OUTPUT_NAME,
-                        input_shape=shape, seconds=0.0, exporter="torch.jit.trace")
+                     "try another --opset")
 
 
 def _torch_logits(model: Any, inputs: Any) -> np.ndarray:

@@ -85,8 +85,6 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
     import shutil
 
     from classbench.models import check_input_size, default_config, resolve_name
-    from classbench.speed import release_free_memory
-
     config.validate()
     arch = resolve_name(config.model)
     check_input_size(arch, int(config.img_size or default_config(arch)["img_size"]))  # refused before any write
@@ -114,8 +112,6 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
         if fresh and not worker and not (run_dir / "last.ckpt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained yet: leave no half-made run folder
         raise
-    finally:
-        release_free_memory()  # the tuned heap would otherwise keep this run's peak for the next one
 
 
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
