@@ -85,7 +85,7 @@ def test_cross_validated_compare_end_to_end(data, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_the_ranking_never_reads_the_test_split(data, tmp_path) -> None:
+def test_the_ranking_never_reads_the_test_split(data, tmp_path, capfd) -> None:
     """The same compare with the test labels scrambled gives the same verdict to the last digit."""
     from classbench.data.manifest import Manifest, Sample
     from classbench.data.split import split
@@ -102,6 +102,8 @@ def test_the_ranking_never_reads_the_test_split(data, tmp_path) -> None:
     assert [[r[k] for k in keys] for r in boards[0].rows] == [[r[k] for k in keys] for r in boards[1].rows]
     assert boards[0].sentence == boards[1].sentence
     assert boards[0].rows[0]["test_acc"] != boards[1].rows[0]["test_acc"]  # the test split itself did change
+    # a given (pre-split) source: its val joins train in the folds, its test stays locked, and the user is told
+    assert "the given val/ images join train/ in the cross-validation pool" in capfd.readouterr().err
 
 
 @pytest.mark.slow
@@ -122,6 +124,54 @@ def test_seeds_compare_with_lr_auto_reuses_the_found_rate(data, tmp_path) -> Non
     assert evaluated == [best]  # the others were never opened on test
     assert {r["lr"] for r in board.rows} == {float(r) for r in (
         yaml.safe_load((out / n / "config.yaml").read_text())["resolved"]["lr"] for n in ("test_efficientnet", "resnet10t"))}
+
+
+@pytest.mark.slow
+def test_train_with_folds_cross_validates_one_architecture(data, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from classbench.cli import app
+
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(app, ["train", str(data), "--model", "test_efficientnet", "--folds", "2", "--epochs", "1",
+                                      "--img-size", "32", "--out", str(out)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "Verdict (2-fold cross-validation" in result.output and "nothing to compare it with" in result.output
+    assert (out / "cv" / "test_efficientnet" / "fold-2" / "predictions.csv").is_file()
+    assert json.loads((out / "test_efficientnet" / "eval.json").read_text())["split"] == "test"  # the refit, tested once
+
+
+def test_the_verdict_table_fits_80_columns_without_cutting_a_number() -> None:
+    import io
+
+    from rich.console import Console
+
+    from classbench.comparison import Leaderboard, render_leaderboard
+
+    def row(name: str, status: str, score: float, delta: float | None) -> dict:
+        return {"model": name, "status": status, "heldout_macro_f1": score, "delta": delta,
+                "delta_low": None if delta is None else delta - 0.051, "delta_high": None if delta is None else delta + 0.049,
+                "fold_mean": score, "fold_std": 0.0512, "train_seconds": 1234.5, "infer_ms_batch1": 12.3,
+                "params": 25_557_032, "test_macro_f1": 0.8123 if status == "best" else None, "test_balanced_acc": 0.8,
+                "test_acc": 0.9, "run_dir": "runs/cmp/densenet121" if status == "best" else ""}
+
+    board = Leaderboard(Path("runs/cmp"), [row("densenet121", "best", 0.7421, None),
+                                           row("resnet50", "tied", 0.7213, 0.0208),
+                                           row("mobilenetv2_100_with_a_long_name", "worse", 0.5121, 0.2300)],
+                        "densenet121 and resnet50 are tied; mobilenetv2 is worse", "5-fold cross-validation, out-of-fold")
+    console = Console(width=80, record=True, file=io.StringIO())
+    render_leaderboard(board, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    table = [line for line in lines if line.lstrip().startswith(("densenet121", "resnet50", "mobilenetv2"))]
+    assert len(table) == 3 and all("\u2026" not in line.split(None, 1)[1] for line in table)  # only a long name is cut
+    assert "0.02 (-0.03\u20130.07)" in text and "0.23 (0.18\u20130.28)" in text and "0.74\u00b10.05" in text
+    assert "Test (the final, unbiased estimate; opened once, for densenet121): macro-F1 0.812" in " ".join(text.split())
+    wide = Console(width=120, record=True, file=io.StringIO())
+    render_leaderboard(board, wide)
+    wide_text = wide.export_text()
+    assert "params" in wide_text and "25.6M" in wide_text
 
 
 def test_folds_a_class_cannot_fill_is_one_line_naming_the_class(tmp_path) -> None:

@@ -214,8 +214,11 @@ def test_contact_sheet_captions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     import classbench.report.plots as plots
 
     seen: list = []
-    monkeypatch.setattr(plots, "contact_sheet", lambda items, path: seen.append(list(items)) or Path(path))
+    monkeypatch.setattr(plots, "contact_sheet",
+                        lambda items, path, **kw: seen.append((list(items), kw)) or Path(path))
     plot_label_issues(_merged(tmp_path), tmp_path / "x.png", limit=4)
+    assert seen[0][1]["captions"] == ("given", "suggested")
+    seen[0] = seen[0][0]
     assert [(Path(p).name, g, s) for p, g, s, _ in seen[0]] == [
         ("img_2.png", "ca,t", "döck ⚓"), ("img_5.png", "döck ⚓", "ca,t"), ("img_1.png", "ca,t", "döck ⚓"),
         ("test_only.png", "", "")]

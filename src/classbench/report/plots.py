@@ -413,8 +413,10 @@ def _fit(draw: Any, prefix: str, name: str, suffix: str, font: Any, width: int) 
 
 
 def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path, thumb: int = 96,
-                  cols: int = 6) -> Path:
-    """PNG grid of (image path, true class, predicted class, probability) tiles with captions."""
+                  cols: int = 6, captions: tuple[str, str] = ("true", "pred"), empty: str = "no misclassified images"
+                  ) -> Path:
+    """PNG grid of (image path, class A, class B, probability) tiles captioned ``captions`` (by default the
+    true and the predicted class of a mistake; the label check passes ("given", "suggested"))."""
     from PIL import Image, ImageDraw
 
     font = _font(max(9, thumb // 9))
@@ -425,7 +427,7 @@ def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path
     sheet = Image.new("RGB", (cols * tile_w, rows * tile_h), "white")
     draw = ImageDraw.Draw(sheet)
     if not items:
-        draw.text((pad, pad), "no misclassified images", fill="black", font=font)
+        draw.text((pad, pad), empty, fill="black", font=font)
     for k, (img_path, true, pred, prob) in enumerate(items):
         x0, y0 = (k % cols) * tile_w + pad, (k // cols) * tile_h + pad
         inner = tile_w - 2 * pad
@@ -438,9 +440,9 @@ def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path
             sheet.paste(img, (x0 + (inner - img.width) // 2, y0 + (thumb - img.height) // 2))
         p = _num(prob)
         y_text = y0 + thumb + pad
-        draw.text((x0, y_text), _fit(draw, "true: ", str(true), "", font, inner), fill="black", font=font)
-        draw.text((x0, y_text + line), _fit(draw, "pred: ", str(pred), "" if p is None else f" (p={p:.2f})", font,
-                                            inner), fill=VERMILLION, font=font)
+        draw.text((x0, y_text), _fit(draw, f"{captions[0]}: ", str(true), "", font, inner), fill="black", font=font)
+        draw.text((x0, y_text + line), _fit(draw, f"{captions[1]}: ", str(pred), "" if p is None else f" (p={p:.2f})",
+                                            font, inner), fill=VERMILLION, font=font)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
