@@ -89,3 +89,24 @@ def test_bad_numbers_and_missing_runs_are_one_line_errors(tmp_path) -> None:
 def test_image_errors_survive_pickling_from_dataloader_workers() -> None:
     err = pickle.loads(pickle.dumps(ImageLoadError("x/y.png", "truncated image file")))
     assert err.path == "x/y.png" and err.reason == "truncated image file" and str(err) == "x/y.png: truncated image file"
+
+
+def test_cli_defaults_are_the_api_defaults() -> None:
+    """One source of options: every train/compare flag that is a TrainConfig field defaults to the field's default."""
+    from typer.main import get_command
+
+    from classbench.comparison.folder import ARG_DEFAULTS
+    from classbench.training.config import DEFAULTS
+
+    commands = get_command(app).commands
+    checked = 0
+    for name in ("train", "compare"):
+        for param in commands[name].params:
+            if param.name in DEFAULTS and param.name not in ("data", "out", "folds"):
+                expected = DEFAULTS[param.name]
+                assert param.default == expected or str(param.default) == str(expected), (name, param.name)
+                checked += 1
+            elif param.name in ARG_DEFAULTS and name == "compare":
+                assert str(param.default) == str(ARG_DEFAULTS[param.name]), param.name
+                checked += 1
+    assert checked >= 30

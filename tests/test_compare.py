@@ -211,6 +211,10 @@ def test_interrupted_compare_resumes_and_keeps_finished_models(tmp_path) -> None
     with open(killed_run / "metrics.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
     assert len(_leaderboard(out)) == 2 and (out / "verdict.json").is_file()
+    typed = "classbench compare " + str(data)  # the exact command is recorded, by the compare and by each run
+    assert json.loads((out / "compare.json").read_text())["command"].startswith(typed)
+    assert yaml.safe_load((killed_run / "config.yaml").read_text())["command"].startswith(typed)
+    assert typed in (out / "report.html").read_text()
 
 
 @pytest.mark.slow

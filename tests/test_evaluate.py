@@ -214,11 +214,30 @@ def test_temperature_is_fitted_on_val_stored_and_changes_probabilities(tested: t
 
 
 def test_held_out_folder_with_unknown_and_missing_classes(run: Path, tmp_path: Path) -> None:
+    from classbench.data.imageio import load_image as read
+    from classbench.errors import ImageLoadError
+    from classbench.predict import expand_inputs, load
+
     held = tmp_path / "field photos"
     _write_folder(held, {"red": 3, "green": 3, "stripes": 3, "purple": 2}, np.random.default_rng(1))
-    result = evaluate(run, data=held, progress=False)
+    bad = held / "green" / "green_1b.png"
+    bad.write_bytes(PNG + b"truncated")  # an unreadable file among the others
+    result = evaluate(run, data=held, progress=False, batch_size=4)
+    with pytest.raises(ImageLoadError) as err:
+        read(bad)
+    assert result.skipped == [str(err.value)] and f"skipped unreadable image {err.value}" in result.warnings
     assert result.unknown_classes == ["purple"] and result.n_unknown_images == 2
     assert result.missing_classes == ["blue"] and result.n_images == 9
+    # predict on the same folder: the same file is reported with the same reason, the others get the
+    # probabilities evaluate wrote (one inference path; same batches, same model.json temperature)
+    paths, _, probs, _ = read_predictions(run / "predictions-field_photos.csv")
+    files, _ = expand_inputs([held])
+    preds = {p.path: p for p in load(run, "torch").predict_batch(files, batch_size=4)}
+    assert preds[str(bad)].error == err.value.reason
+    assert len(preds) == 12 and sum(p.error is None for p in preds.values()) == 11
+    for path, row in zip(paths, probs):
+        got = dict(preds[path].top)
+        assert [got[c] for c in CLASSES] == pytest.approx(row.tolist(), abs=1e-6), path
     assert result.per_class[CLASSES.index("blue")]["support"] == 0
     assert any("purple" in w for w in result.warnings) and any("'blue'" in w for w in result.warnings)
     assert result.json_path.name == "eval-field_photos.json" and not (run / "eval.json").exists()
@@ -305,6 +324,21 @@ def test_predictions_csv_holds_every_test_image_with_its_probabilities(tested: t
     rows = list(csv.reader(io.StringIO((run / "predictions.csv").read_text(encoding="utf-8"))))
     assert rows[0] == ["path", "label", "predicted", *(f"p_{c}" for c in CLASSES)]
     assert [r[2] for r in rows[1:]] == [CLASSES[i] for i in probs.argmax(1)]
+
+
+def test_evaluate_and_predict_give_an_image_the_same_probabilities(tested: tuple[Path, EvalResult]) -> None:
+    """One inference path: predict, batched as evaluate batches, reproduces predictions.csv bit for bit."""
+    from classbench.predict import load
+
+    run, result = tested
+    paths, _, probs, _ = read_predictions(run / "predictions.csv")
+    clf = load(run, "torch")
+    assert clf.temperature == result.metrics["temperature"]  # the calibrated T evaluate stored in model.json
+    preds = clf.predict_batch(paths, batch_size=result.inference["batch_size"])
+    got = np.array([[dict(p.top)[c] for c in CLASSES] for p in preds])
+    assert np.array_equal(got, probs)
+    single = dict(clf.predict(paths[0]))  # one image alone: the same up to float32 rounding
+    assert [single[c] for c in CLASSES] == pytest.approx(probs[0].tolist(), abs=1e-6)
 
 
 def test_predictions_csv_round_trips_awkward_class_names(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
-"""Export: ONNX parity with PyTorch, metadata, dynamic batch, damaged/stale files, fallback."""
+"""Export: ONNX parity with PyTorch, metadata, dynamic batch, damaged/stale files, a recalibrated temperature,
+fallback; running ONNX files never needs classbench.exporting."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +161,42 @@ def test_stale_onnx_is_never_used(tmp_path: Path) -> None:
         load(run, backend="onnx")
 
 
+def test_a_recalibrated_temperature_is_applied_and_said_not_stale(tmp_path: Path, images: list[Path]) -> None:
+    """The rule: the graph outputs logits, so another temperature in model.json (evaluate calibrated it after the
+    export) does not make model.onnx stale; load applies model.json's T beside the weights and says so in ``note``,
+    the file on its own keeps the T it recorded, and a re-export records the new one."""
+    from classbench.runs import atomic_write_json, read_json
+
+    run = make_model_folder(tmp_path / "recal", "test_efficientnet")  # exported with T = 1.3
+    export(run)
+    assert OnnxSession(run / "model.onnx").metadata["temperature"] == 1.3
+    assert load(run).note is None
+    atomic_write_json(run / "model.json", {**read_json(run / "model.json"), "temperature": 2.0})  # what evaluate does
+    files = [str(p) for p in images]
+    reference = load(run, backend="torch").predict_batch(files)
+    for backend in ("auto", "onnx"):
+        clf = load(run, backend=backend)
+        assert clf.backend == "onnx" and clf.temperature == 2.0
+        assert "exported with temperature 1.3" in clf.note and "T = 2 from model.json" in clf.note
+        assert "classbench export" in clf.note
+        for a, b in zip(clf.predict_batch(files), reference):
+            assert a.label == b.label and dict(a.top) == pytest.approx(dict(b.top), abs=1e-4)
+    alone = load(run / "model.onnx")
+    assert alone.temperature == 1.3 and alone.note is None
+    assert not np.allclose([p for _, p in alone.predict(images[0])], [p for _, p in load(run).predict(images[0])])
+    export(run)
+    assert OnnxSession(run / "model.onnx").metadata["temperature"] == 2.0 and load(run).note is None
+
+
+def test_onnx_prediction_never_imports_exporting(exported, images: list[Path]) -> None:
+    run, _ = exported
+    code = ("import sys; from classbench.predict import load; clf = load(sys.argv[1], backend='onnx'); "
+            "assert clf.predict_batch([sys.argv[2]])[0].error is None; print('classbench.exporting' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(run), str(images[0])], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_standalone_onnx_file_loads_with_its_own_metadata(tmp_path: Path, images: list[Path]) -> None:
     run = make_model_folder(tmp_path / "alone", "test_efficientnet")
     export(run, out=tmp_path / "deploy" / "classifier.onnx")
@@ -201,5 +240,5 @@ def test_classbench_export_stays_callable_after_the_module_is_imported(exported)
     import classbench
 
     run, _ = exported
-    load(run)  # imports classbench.exporting; the package attribute `export` stays the function
+    load(run)  # the package attribute `export` stays the function, whatever was imported since
     assert classbench.export(run, format="onnx").parity["passed"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 import warnings
 
@@ -68,6 +67,41 @@ def test_summary_matches_sklearn(data):
     assert s["zero_recall"] == ["never_predicted"]  # supported but never predicted; "absent" has no support
     assert (s["worst_class"], s["worst_class_recall"]) == ("never_predicted", 0.0)
     json.dumps(s, allow_nan=False)  # plain, strict-JSON-ready Python
+
+
+def test_top_k_ties_binary_and_k_at_least_n_classes():
+    # C > 2: sklearn's rule, the higher class index wins a tie (a stable sort, reversed)
+    tied = np.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.5, 0.25, 0.25]])
+    y = np.array([0, 2, 0])
+    assert M.top_k_accuracy(tied, y, 1) == pytest.approx(skm.top_k_accuracy_score(y, tied, k=1, labels=[0, 1, 2]))
+    assert M.top_k_accuracy(tied, y, 1) == pytest.approx(2 / 3)  # row 0 ranks class 1 first, row 1 class 2
+    assert M.top_k_accuracy(tied, y, 2) == 1.0
+    # C == 2: sklearn's binary rule, class 1 only when strictly higher (a tie is class 0, as argmax), any scores
+    two = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [3.0, -1.0]])
+    yb = np.array([0, 1, 1, 0])
+    assert M.top_k_accuracy(two, yb, 1) == pytest.approx(np.mean(two.argmax(1) == yb)) == pytest.approx(0.75)
+    assert M.top_k_accuracy(two[:3], yb[:3], 1) == pytest.approx(skm.top_k_accuracy_score(yb[:3], two[:3, 1], k=1))
+    # k >= C: a perfect score (sklearn's value), without sklearn's warning; empty input: 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert M.top_k_accuracy(tied, y, 3) == M.top_k_accuracy(two, yb, 5) == 1.0
+    assert M.top_k_accuracy(np.zeros((0, 3)), [], 1) == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        M.top_k_accuracy(tied, y, 0)
+    with pytest.raises(ValueError, match="rows"):
+        M.top_k_accuracy(tied, y[:2], 1)
+
+
+def test_confusion_matrix_edges():
+    assert M.confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3
+    assert M.confusion_matrix([0, 0], [0, 0], 1).tolist() == [[2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = M.classification_summary([1, 1], [1, 1], None, ["a", "b", "c"])  # one class present
+    assert s["confusion_matrix"] == [[0, 0, 0], [0, 2, 0], [0, 0, 0]] and s["macro_labels"] == ["b"]
+    assert (s["macro_f1"], s["accuracy"], s["balanced_accuracy"]) == (1.0, 1.0, 1.0)
+    empty = M.classification_summary([], [], np.zeros((0, 3)), ["a", "b", "c"])
+    assert (empty["n_samples"], empty["macro_f1"], empty["top_k_accuracy"]) == (0, 0.0, {"1": 0.0})
 
 
 def test_summary_top_k_only_below_n_classes_and_optional_probs():
@@ -154,14 +188,24 @@ def _sample_labels(z: np.ndarray, t0: float, rng: np.random.Generator) -> np.nda
     return np.minimum((rng.random((len(z), 1)) > p.cumsum(1)).sum(1), z.shape[1] - 1)
 
 
-def test_fit_temperature_recovers_known_temperature(monkeypatch):
+def test_fit_temperature_recovers_known_temperature():
     rng = np.random.default_rng(0)
     z = rng.normal(scale=4.0, size=(20000, 5))
     y = _sample_labels(z, 2.5, rng)
-    assert M.fit_temperature(z, y) == pytest.approx(2.5, rel=0.1)
-    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # golden-section fallback
-    assert M.fit_temperature(z, y) == pytest.approx(2.5, rel=0.1)
+    fitted = M.fit_temperature(z, y)
+    assert fitted == pytest.approx(2.5, rel=0.1)
+    # the optimum of the NLL (written with scipy's logsumexp) against a plain float64 grid search
+    grid = np.exp(np.linspace(np.log(fitted) - 0.05, np.log(fitted) + 0.05, 41))
+
+    def nll(t):
+        p = np.exp(z / t - (z / t).max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+    assert M._nll(z, y, 2.0) == pytest.approx(nll(2.0), rel=1e-12)
+    assert min(grid, key=nll) == pytest.approx(fitted, rel=3e-3)
     assert M.fit_temperature(np.zeros((0, 3)), []) == 1.0
+    assert M.fit_temperature(np.ones((4, 3)), [0, 1, 2, 0]) == 1.0  # every row flat: nothing to fit
 
 
 def test_softmax_extremes_and_validation():

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from classbench.errors import ModelError
+from classbench.errors import ImageLoadError, ModelError
 from classbench.models import create_model, read_state_dict, save_model
 from classbench.predict import (
     Prediction,
@@ -209,10 +210,67 @@ def test_pickle_disguised_as_weights_is_never_unpickled(run_dir: Path, tmp_path:
     assert marker.exists()
 
 
-def test_import_is_cheap() -> None:
-    code = "import sys, classbench.predict; print(sorted(m for m in ('torch', 'timm', 'onnxruntime') if m in sys.modules))"
+def test_import_is_cheap_and_never_pulls_in_exporting() -> None:
+    code = ("import sys, classbench.predict; "
+            "print(sorted(m for m in ('torch', 'timm', 'onnxruntime', 'sklearn', 'classbench.exporting') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    code = "import classbench.predict, sys; print('classbench.exporting' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_unreadable_file_in_a_folder_is_reported_and_the_others_predicted(clf, images: Path, tmp_path: Path) -> None:
+    from classbench.data.imageio import load_image
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(images, folder)
+    bad = folder / "img_01b.png"  # sorts between img_01 and img_02
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    files, problems = expand_inputs([folder])
+    assert not problems and str(bad) in files and len(files) == 7
+    seen: list[int] = []
+    preds = clf.predict_batch(files, batch_size=2, progress=seen.append)
+    assert [p.path for p in preds] == files and sum(seen) == len(files) and len(seen) == 4
+    with pytest.raises(ImageLoadError) as err:
+        load_image(bad)
+    failed = [p for p in preds if p.error]
+    assert [p.path for p in failed] == [str(bad)] and failed[0].error == err.value.reason and not failed[0].top
+    assert failed[0].label is None
+    good = [p for p in preds if not p.error]
+    assert len(good) == 6 and all(len(p.top) == 3 and p.label == p.top[0][0] for p in good)
+    alone = clf.predict_batch([p.path for p in good], batch_size=2)  # the bad file changed nothing for the others
+    assert [p.label for p in alone] == [p.label for p in good]
+    for a, b in zip(alone, good):  # other batch compositions: the same up to float32 rounding of the convolutions
+        assert dict(a.top) == pytest.approx(dict(b.top), abs=1e-6)
+
+
+def test_iter_batches_keeps_order_and_reports_failures(images: Path, tmp_path: Path) -> None:
+    from classbench.data.imageio import load_image
+    from classbench.data.transforms import to_uint8_tensor
+    from classbench.inference import iter_batches
+
+    good = sorted(images.glob("*.png"))
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    paths = [good[0], tmp_path / "empty.png", tmp_path / "text.jpg", good[1], good[2]]
+    batches = list(iter_batches(paths, 16, batch_size=3))
+    assert len(batches) == 2 and [b.n_files for b in batches] == [3, 2]
+    first, second = batches
+    assert first.index == [0] and [i for i, _ in first.failed] == [1, 2] and second.index == [3, 4]
+    assert all(isinstance(e, ImageLoadError) and e.path.endswith(("empty.png", "text.jpg")) for _, e in first.failed)
+    assert "zero-byte" in first.failed[0][1].reason and str(first.failed[0][1]).startswith(str(paths[1]))
+    assert first.images.dtype == torch.uint8 and tuple(first.images.shape) == (1, 3, 16, 16)
+    assert torch.equal(second.images[1], to_uint8_tensor(load_image(good[2]), 16))  # the training contract
+    only_bad = list(iter_batches(paths[1:3], 16, batch_size=4))
+    assert len(only_bad) == 1 and only_bad[0].images is None and len(only_bad[0].failed) == 2
+    assert list(iter_batches([], 16)) == []
+    in_workers = list(iter_batches(paths, 16, batch_size=3, num_workers=1))  # DataLoader worker processes
+    assert [(b.index, [i for i, _ in b.failed]) for b in in_workers] == [(b.index, [i for i, _ in b.failed])
+                                                                         for b in batches]
+    assert torch.equal(in_workers[1].images, second.images)
+    assert [str(e) for _, e in in_workers[0].failed] == [str(e) for _, e in first.failed]
 
 
 def test_prediction_defaults() -> None:

@@ -69,7 +69,8 @@ def make_run(run: Path, arch: str, recalls: list[float] | None, onepc: bool = Fa
     run.mkdir(parents=True)
     args = {"data": data, "model": arch, "out": str(run), "epochs": 3, "seed": 0, "balance": "auto",
             "pretrained": False, "img_size": None, "batch_size": "auto"}
-    config = {"args": args, "resolved": {"architecture": arch, "img_size": 32, "balance": "weights",
+    config = {"command": f"classbench train {data} --model {arch} --epochs 3",  # recorded by train as typed
+              "args": args, "resolved": {"architecture": arch, "img_size": 32, "balance": "weights",
                                          "imbalance_ratio": 5.0, "batch_size": 16, "precision": "32"},
               "split": {"counts": {"train": {c: 7 for c in CLASSES}, "test": {c: 1 for c in CLASSES}}},
               "environment": environment()}

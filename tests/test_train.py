@@ -134,3 +134,19 @@ def test_presplit_train_test_only_gets_a_validation_part(tmp_path) -> None:
     counts = result.summary["class_counts"]
     assert sum(counts["test"].values()) == 10 and sum(counts["val"].values()) > 0
     assert sum(counts["train"].values()) + sum(counts["val"].values()) == 40
+
+
+def test_every_auto_is_resolved_once_into_a_frozen_record() -> None:
+    import dataclasses
+
+    from classbench.training.config import Resolved, TrainConfig, resolve
+
+    plan = resolve(TrainConfig(data="x", balance="auto", batch_size="auto", img_size=None), "resnet18", [40, 8, 0])
+    assert isinstance(plan, Resolved) and plan.img_size == 224 and plan.balance == "weights"  # 5:1 > 3:1
+    assert plan.batch_size == 12 and plan.imbalance_ratio == 5.0 and plan.freeze_epochs == 0 and plan.lr == 1e-3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.lr = 1.0
+    tuned = resolve(TrainConfig(data="x", weights=None, pretrained=True, backbone_lr_scale=0.1), "resnet18", [10, 10])
+    assert tuned.freeze_epochs == 1 and tuned.backbone_lr == pytest.approx(1e-4)
+    assert tuned.with_lr(0.02, 0.1, True).backbone_lr == pytest.approx(0.002)
+    assert plan.to_dict()["mean"] == list(plan.mean)

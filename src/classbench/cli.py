@@ -10,7 +10,9 @@ from typing import Any, Optional
 
 import typer
 
+from classbench.comparison.folder import ARG_DEFAULTS as COMPARE
 from classbench.console import console
+from classbench.training.config import DEFAULTS as D
 
 app = typer.Typer(
     name="classbench",
@@ -114,34 +116,34 @@ def demo_data(
 @friendly
 def train(
     data: Path | None = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
-    model: str = typer.Option("resnet18", "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
-    pretrained: bool = typer.Option(False, help="Start from the model's pretrained weights (downloads via timm)."),
+    model: str = typer.Option(D["model"], "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
+    pretrained: bool = typer.Option(D["pretrained"], help="Start from the model's pretrained weights (downloads via timm)."),
     weights: Path | None = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
-    epochs: int = typer.Option(20, help="Training epochs."),
+    epochs: int = typer.Option(D["epochs"], help="Training epochs."),
     img_size: int | None = typer.Option(None, help="Input size in pixels (default: the model's own)."),
-    batch_size: str = typer.Option("auto", help="Batch size or 'auto'."),
-    balance: str = typer.Option("auto", help="auto|none|weights|sampler: how class imbalance is handled."),
-    augment: str = typer.Option("light", help="none|light|strong|aerial (aerial adds vertical flips and 90° turns)."),
-    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed (auto: bf16 where it is native)."),
+    batch_size: str = typer.Option(D["batch_size"], help="Batch size or 'auto'."),
+    balance: str = typer.Option(D["balance"], help="auto|none|weights|sampler: how class imbalance is handled."),
+    augment: str = typer.Option(D["augment"], help="none|light|strong|aerial (aerial adds vertical flips and 90° turns)."),
+    precision: str = typer.Option(D["precision"], help="auto|32|bf16-mixed|16-mixed (auto: bf16 where it is native)."),
     patience: int | None = typer.Option(None, help="Stop after N epochs without improvement."),
-    monitor: str = typer.Option("val_macro_f1", help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
+    monitor: str = typer.Option(D["monitor"], help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
     freeze_epochs: int | None = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
     lr: Optional[str] = typer.Option(None, help=LR_HELP),
-    grad_clip: float = typer.Option(2.0, help="Clip the gradient norm to this value (0 turns clipping off)."),
-    checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
-    seed: int = typer.Option(0, help="Seed for split, initialisation and order."),
-    val: float = typer.Option(0.2, help="Validation fraction when classbench makes the split."),
-    test: float = typer.Option(0.1, help="Test fraction when classbench makes the split."),
-    cache: str = typer.Option("auto", help="auto|memory|disk|off: cache decoded, resized images."),
-    accelerator: str = typer.Option("auto", help="auto|cpu|gpu"),
-    devices: str = typer.Option("auto", help="Number of devices, or 'auto'."),
-    num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
-    strategy: str = typer.Option("auto", help="auto|ddp|ddp_spawn|..."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, sometimes faster)."),
+    grad_clip: float = typer.Option(D["grad_clip"], help="Clip the gradient norm to this value (0 turns clipping off)."),
+    checkpoint_every: float = typer.Option(D["checkpoint_every"], help=CHECKPOINT_EVERY_HELP),
+    seed: int = typer.Option(D["seed"], help="Seed for split, initialisation and order."),
+    val: float = typer.Option(D["val"], help="Validation fraction when classbench makes the split."),
+    test: float = typer.Option(D["test"], help="Test fraction when classbench makes the split."),
+    cache: str = typer.Option(D["cache"], help="auto|memory|disk|off: cache decoded, resized images."),
+    accelerator: str = typer.Option(D["accelerator"], help="auto|cpu|gpu"),
+    devices: str = typer.Option(D["devices"], help="Number of devices, or 'auto'."),
+    num_nodes: int = typer.Option(D["num_nodes"], help="Nodes for multi-node DDP."),
+    strategy: str = typer.Option(D["strategy"], help="auto|ddp|ddp_spawn|..."),
+    compile: bool = typer.Option(D["compile"], "--compile", help="torch.compile the model (slow start, sometimes faster)."),
     folds: int = typer.Option(1, help="Cross-validate this one architecture over K folds first (a compare of one "
                               "model: out-of-fold estimate and label check, then the model refit on all non-test images)."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<model>)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
+    overwrite: bool = typer.Option(D["overwrite"], help="Replace an existing run folder."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
 ) -> None:
     """Train one architecture end to end (from scratch or pretrained) into a run folder."""
@@ -310,26 +312,27 @@ def evaluate(
 def compare(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
     models: Optional[str] = typer.Option(None, help="Comma-separated names (default: densenet121,inception_v3,mobilenetv2,resnet50)."),
-    epochs: int = typer.Option(20, help="Epoch budget, the same for every model."),
+    epochs: int = typer.Option(D["epochs"], help="Epoch budget, the same for every model."),
     img_size: int | None = typer.Option(None, help="Force one input size for all (default: each model's own)."),
-    pretrained: bool = typer.Option(False, help="Fine-tune pretrained weights instead of training from scratch."),
-    batch_size: str = typer.Option("auto", help="Batch size or 'auto'."),
-    balance: str = typer.Option("auto", help="auto|none|weights|sampler"),
-    augment: str = typer.Option("light", help="none|light|strong|aerial"),
-    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed"),
-    seed: int = typer.Option(0, help="One seed for the split, the folds and every model."),
-    folds: str = typer.Option("auto", help=FOLDS_HELP),
-    seeds: int = typer.Option(1, help="Instead of folds: train every model N times with seeds SEED..SEED+N-1 on the one split."),
-    refit: bool = typer.Option(True, help="After cross-validation, retrain the selected architecture on all non-test "
+    pretrained: bool = typer.Option(D["pretrained"], help="Fine-tune pretrained weights instead of training from scratch."),
+    batch_size: str = typer.Option(D["batch_size"], help="Batch size or 'auto'."),
+    balance: str = typer.Option(D["balance"], help="auto|none|weights|sampler"),
+    augment: str = typer.Option(D["augment"], help="none|light|strong|aerial"),
+    precision: str = typer.Option(D["precision"], help="auto|32|bf16-mixed|16-mixed"),
+    seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model."),
+    folds: str = typer.Option(str(COMPARE["folds"]), help=FOLDS_HELP),
+    seeds: int = typer.Option(COMPARE["seeds"], help="Instead of folds: train every model N times (seeds SEED.."
+                              "SEED+N-1) on the one split."),
+    refit: bool = typer.Option(COMPARE["refit"], help="After cross-validation, retrain the selected architecture on all non-test "
                                "images and test it once (--no-refit: the verdict only; the test split stays unopened)."),
     lr: Optional[str] = typer.Option(None, help=LR_HELP),
-    val: float = typer.Option(0.2, help="Validation fraction."),
-    test: float = typer.Option(0.1, help="Locked test fraction."),
+    val: float = typer.Option(D["val"], help="Validation fraction."),
+    test: float = typer.Option(D["test"], help="Locked test fraction."),
     preset: str | None = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
     parallel: bool = typer.Option(False, "--parallel", help="Spread the runs over the GPUs of this machine."),
     out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
-    checkpoint_every: float = typer.Option(60.0, help=CHECKPOINT_EVERY_HELP),
-    overwrite: bool = typer.Option(False, help="Start the compare folder afresh."),
+    checkpoint_every: float = typer.Option(D["checkpoint_every"], help=CHECKPOINT_EVERY_HELP),
+    overwrite: bool = typer.Option(D["overwrite"], help="Start the compare folder afresh."),
 ) -> None:
     """Train several architectures on the same folds; a verdict (ties called ties), never chosen on test."""
     from classbench.comparison import compare as run_compare
@@ -374,9 +377,9 @@ def bench(
     models: str = typer.Option("resnet18", help="Comma-separated model names."),
     img_size: Optional[int] = typer.Option(None, help="Input size (default: each model's own)."),
     batch_size: int = typer.Option(32, help="Batch size."),
-    precision: str = typer.Option("auto", help="auto|32|bf16-mixed|16-mixed"),
+    precision: str = typer.Option(D["precision"], help="auto|32|bf16-mixed|16-mixed"),
     data: Optional[Path] = typer.Option(None, help="Also measure the real data pipeline and estimate a full run."),
-    epochs: int = typer.Option(20, help="Epochs for the full-run estimate."),
+    epochs: int = typer.Option(D["epochs"], help="Epochs for the full-run estimate."),
     steps: int = typer.Option(6, help="Timed steps per measurement."),
     folds: int = typer.Option(1, help="With --data: also estimate a compare --folds K (K fold runs per model + the refit)."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Where to write the JSON results."),

@@ -1,24 +1,23 @@
 """Evaluate a trained run on its locked test split (or val, or any held-out folder/CSV).
 
 Writes ``eval.json`` (schema in docs/DESIGN.md) plus figures, ``confusion.csv`` and ``predictions.csv`` (one
-row per image, see ``write_predictions``) into the run folder. Evaluating ``split="val"`` or ``data=...`` writes
-``eval-val.json`` / ``eval-<name>.json`` and suffixed figures/CSVs instead, so the test result is never
-overwritten. Intervals and class-level warnings come from ``classbench.intervals``. The temperature is always
-fitted on the run's validation logits and stored in ``model.json``; inference is fp32, batched, under
-``inference_mode``.
+row per image: ``write_predictions`` / ``read_predictions``, kept in ``classbench.predict`` and importable from
+here) into the run folder. Evaluating ``split="val"`` or ``data=...`` writes ``eval-val.json`` /
+``eval-<name>.json`` and suffixed figures/CSVs instead, so the test result is never overwritten. Intervals and
+class-level warnings come from ``classbench.intervals``. The temperature is always fitted on the run's
+validation logits and stored in ``model.json``. Images are decoded and batched by
+``classbench.inference.iter_batches`` and run by the ``Classifier`` of ``classbench.predict.load``: the same path
+as ``predict``, so an image gets the same probabilities from both (fp32, any enclosing autocast disabled). An
+unreadable image is skipped and listed in ``warnings``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,12 @@ from typing import Any
 import numpy as np
 
 from classbench.data.manifest import Manifest, Sample
-from classbench.errors import DataError, ImageLoadError, RunError
+from classbench.errors import DataError, RunError
 from classbench.intervals import class_warnings, eval_intervals, headline_lines, interval_text
+from classbench.predict import PREDICTION_COLUMNS, csv_text, read_predictions, write_predictions
 from classbench.runs import atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["PREDICTION_COLUMNS", "EvalResult", "evaluate", "read_predictions", "render_eval", "write_predictions"]
 
 MAX_MISCLASSIFIED = 36
 N_BOOT = 1000
@@ -194,48 +196,27 @@ def _tta_views(run_dir: Path) -> list[tuple[int, ...]]:
     return [(), (3,), (2,)] if isinstance(args, dict) and args.get("augment") == "aerial" else [(), (3,)]
 
 
-def _batches(samples: list[Sample], size: int, batch_size: int, skipped: list[str]) -> Iterator[tuple[Any, list[Sample]]]:
-    """uint8 ``[B, 3, S, S]`` batches of the readable samples; unreadable ones go to ``skipped``."""
-    import torch
-
-    from classbench.data.imageio import load_image
-    from classbench.data.transforms import to_uint8_tensor
-
-    def read(sample: Sample) -> Any:
-        try:
-            return to_uint8_tensor(load_image(sample.path), size)
-        except ImageLoadError as err:
-            return err
-
-    chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(read, s) for s in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):  # the next chunk decodes while this one runs through the model
-            items = [f.result() for f in pending]
-            pending = [pool.submit(read, s) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
-            skipped += [str(item) for item in items if isinstance(item, ImageLoadError)]
-            good = [(s, item) for s, item in zip(chunk, items) if not isinstance(item, ImageLoadError)]
-            if good:
-                yield torch.stack([item for _, item in good]), [s for s, _ in good]
-
-
 def _infer(clf: Any, samples: list[Sample], batch_size: int, views: list[tuple[int, ...]] | None,
            progress: bool) -> _Inference:
-    """fp32 logits (any enclosing autocast disabled) of every readable sample, plain and TTA-averaged."""
+    """fp32 logits of every readable sample through ``iter_batches`` and ``clf.logits``, plain and TTA-averaged;
+    the unreadable ones go to ``skipped`` as ``"<path>: <reason>"``."""
     import torch
     from rich.progress import track
 
     from classbench.console import console
-    from classbench.data.transforms import normalize
+    from classbench.inference import iter_batches
 
     plain, averaged, kept, skipped, seconds = [], [], [], [], 0.0
-    batches = _batches(samples, int(clf.img_size), batch_size, skipped)
+    batches: Any = iter_batches([s.path for s in samples], int(clf.img_size), batch_size)
     if progress:
         batches = track(batches, "evaluating", total=math.ceil(len(samples) / batch_size), console=console,
                         transient=True)
-    with torch.inference_mode(), _no_autocast():
-        for batch, batch_samples in batches:
-            x = normalize(batch, clf.meta["mean"], clf.meta["std"]).float()
+    with torch.inference_mode():
+        for batch in batches:
+            skipped += [str(err) for _, err in batch.failed]
+            if batch.images is None:
+                continue
+            x = clf.normalise(batch.images)
             if not kept:
                 clf.logits(x[:1])  # warm-up, not timed
             start = time.perf_counter()
@@ -244,20 +225,10 @@ def _infer(clf: Any, samples: list[Sample], batch_size: int, views: list[tuple[i
             seconds += time.perf_counter() - start
             plain.append(outs[0])
             averaged.append(np.mean(outs, axis=0))
-            kept += batch_samples
+            kept += [samples[i] for i in batch.index]
     empty = np.zeros((0, len(clf.classes)))
     return _Inference(np.concatenate(plain) if plain else empty,
                       (np.concatenate(averaged) if averaged else empty) if views else None, kept, skipped, seconds)
-
-
-def _no_autocast() -> contextlib.ExitStack:
-    """Disable autocast on CPU and CUDA (a measured bf16 eval once cost 7 accuracy points)."""
-    import torch
-
-    stack = contextlib.ExitStack()
-    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
-        stack.enter_context(torch.autocast(device, enabled=False))
-    return stack
 
 
 # ---------------------------------------------------------------- calibration
@@ -328,46 +299,9 @@ def _write_files(result: EvalResult, samples: Sequence[Sample], y_true: np.ndarr
                      f"{title} (T = {result.metrics['temperature']:.2f})")
     contact_sheet(wrong, out / fig["misclassified"])
     rows = [[name, *map(int, row)] for name, row in zip(classes, cm)]
-    atomic_write_text(out / fig["confusion_csv"], _csv_text([["true \\ predicted", *classes], *rows]))
+    atomic_write_text(out / fig["confusion_csv"], csv_text([["true \\ predicted", *classes], *rows]))
     write_predictions(out / fig["predictions_csv"], [s.path for s in samples], [s.label for s in samples], probs,
                       classes)
-
-
-def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-PREDICTION_COLUMNS = ("path", "label", "predicted")
-
-
-def write_predictions(path: str | Path, paths: Sequence[str | Path], labels: Sequence[str], probs: np.ndarray,
-                      classes: Sequence[str]) -> Path:
-    """Write (atomically, UTF-8, via the csv module) the per-image CSV ``path,label,predicted,p_<class>...``:
-    one probability column per class in ``classes`` order, ``predicted`` the argmax class, floats as ``repr``
-    so that ``read_predictions`` gives back exactly these values. Returns ``path``."""
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(classes))
-    if not len(paths) == len(labels) == probs.shape[0]:
-        raise ValueError(f"{len(paths)} paths, {len(labels)} labels and {probs.shape[0]} probability rows")
-    rows = [[str(p), y, classes[int(np.argmax(r))], *map(repr, r.tolist())] for p, y, r in zip(paths, labels, probs)]
-    return atomic_write_text(path, _csv_text([[*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)], *rows]))
-
-
-def read_predictions(path: str | Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
-    """``(paths, labels, probs [N, C] float64, classes)`` exactly as ``write_predictions`` wrote them;
-    DataError when the file is unreadable, not such a CSV, or damaged."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header, *body = list(csv.reader(fh)) or [[]]
-        if tuple(header[:3]) != PREDICTION_COLUMNS or not all(h.startswith("p_") for h in header[3:]):
-            raise ValueError("expected the columns path,label,predicted,p_<class>...")
-        if any(len(r) != len(header) for r in body):
-            raise ValueError("a row has the wrong number of columns")
-        probs = np.array([[float(x) for x in r[3:]] for r in body], dtype=np.float64).reshape(len(body), len(header) - 3)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:
-        raise DataError(f"{path}: not a readable classbench predictions CSV ({err})") from err
-    return [r[0] for r in body], [r[1] for r in body], probs, [h[2:] for h in header[3:]]
 
 
 def _finite(obj: Any) -> Any:

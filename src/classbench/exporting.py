@@ -21,6 +21,13 @@ fp16 (``fp16=True``) exports the ``.half()`` model wrapped so that input and out
 (Cast nodes at both ends); it goes to ``model.fp16.onnx`` so the fp32 ``model.onnx`` used by
 ``classbench predict`` stays untouched. Its parity is reported, not enforced. On a Jetson prefer the
 fp32 file plus ``trtexec --fp16``: TensorRT then chooses the precision per layer.
+
+The metadata records the ``temperature`` of ``model.json`` at export time. ``evaluate`` may calibrate another one
+later; ``classbench.predict.load`` then keeps using this file beside the weights with ``model.json``'s temperature
+and says so in its ``note`` (the graph does not change), while the file on its own applies the recorded one.
+
+Running ONNX files (``OnnxSession``, ``parse_metadata``, ``physical_cores``) lives in ``classbench.inference``,
+shared with ``predict``; those names are imported here for existing callers.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ from typing import Any
 import numpy as np
 
 from classbench.errors import ClassbenchError, ModelError
+from classbench.inference import OnnxSession, parse_metadata, physical_cores
+from classbench.metrics import softmax
+
+__all__ = ["ExportResult", "OnnxSession", "export", "parse_metadata", "physical_cores", "render_export", "softmax"]
 
 ONNX_FORMAT = "classbench-onnx/1"
 INPUT_NAME = "input"
@@ -64,73 +75,6 @@ class ExportResult:
     fp16: bool = False
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def physical_cores() -> int:
-    """Physical CPU cores available to this process (hyper-threads do not help ORT's GEMMs)."""
-    import re
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return max(1, usable)
-    cores = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.DOTALL))
-    return max(1, min(usable, len(cores))) if cores else max(1, usable)
-
-
-class OnnxSession:
-    """An ONNX Runtime session for a classbench ONNX file; ``run(batch) -> logits`` (float32)."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, device: str = "cpu",
-                 model_bytes: bytes | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        fix = f"re-run `classbench export {self.path.parent}`"
-        if model_bytes is None and not self.path.is_file():
-            raise ModelError(f"{self.path}: no ONNX file here; create it with `classbench export {self.path.parent}`")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or physical_cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # no busy-waiting between runs: the image-decoding threads of predict_batch need those cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            source = model_bytes if model_bytes is not None else str(self.path)
-            self.session = ort.InferenceSession(source, options, providers=providers)
-        except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            raise ModelError(f"{self.path}: damaged or truncated ONNX file ({first}); {fix}") from err
-        self.providers = self.session.get_providers()
-        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name, self.output_name = inp.name, out.name
-        self.input_shape: list[int | str] = list(inp.shape)
-        self.metadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
-
-    def run(self, batch: Any) -> np.ndarray:
-        """Logits for an already-normalised NCHW float batch (numpy array or torch tensor)."""
-        if hasattr(batch, "detach"):
-            batch = batch.detach().cpu().numpy()
-        array = np.ascontiguousarray(batch, dtype=np.float32)
-        fixed = self.input_shape[0]
-        if isinstance(fixed, int) and array.shape[0] != fixed:  # static-batch export: feed one chunk at a time
-            return np.concatenate([self.run(array[i:i + fixed]) for i in range(0, len(array), fixed)])
-        return self.session.run([self.output_name], {self.input_name: array})[0].astype(np.float32)
-
-
-def parse_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """Decode the string metadata_props of a classbench ONNX file (JSON values where they parse)."""
-    def decode(value: str) -> Any:
-        try:
-            return json.loads(value)
-        except (json.JSONDecodeError, TypeError):
-            return value
-
-    return {key: decode(value) for key, value in props.items()}
 
 
 def export(run: str | os.PathLike, format: str = "onnx", opset: int | None = None, dynamic_batch: bool = True,
@@ -303,14 +247,6 @@ def _torch_logits(model: Any, inputs: Any) -> np.ndarray:
 
     with torch.inference_mode():
         return model.float().eval()(inputs.float()).numpy()
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax(logits / temperature) in float64, returned as float32."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _parity(reference: np.ndarray, logits: np.ndarray, meta: dict[str, Any], tolerance: float | None) -> dict[str, Any]:

@@ -11,6 +11,14 @@ Conventions:
   recall; ``balanced_accuracy_interval`` (Clopper-Pearson per class, Bonferroni-combined); ``bootstrap_ci`` for
   macro-F1, whose percentile interval collapses to a point when every resample scores the same
   (``is_degenerate_interval`` tells).
+
+Libraries do what they do: scikit-learn computes the confusion matrix, the per-class precision/recall/F1 and
+the top-k accuracy; scipy gives the beta quantiles, the Wilson interval, the bounded 1-D minimiser and
+``logsumexp``. Hand-written, because no library does the job: the bootstrap over per-class counts (one
+``bincount`` per chunk of resamples instead of ``n_boot`` metric calls), the Bonferroni-combined balanced
+accuracy interval, the temperature objective, the top-label reliability bins and ECE (sklearn's
+``calibration_curve`` is binary-only), and ``softmax`` (see there). sklearn and scipy are imported inside the
+functions: importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -43,21 +51,54 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
-    """``[C, C]`` int64 counts, rows = true class, columns = predicted class."""
+    """``[C, C]`` int64 counts, rows = true class, columns = predicted class (sklearn's, over ``range(C)``);
+    all zeros for empty input. ValueError for indices outside ``0..C-1`` or unequal lengths."""
     t, p = _labels(y_true, n_classes, "y_true"), _labels(y_pred, n_classes, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
-    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    if t.size == 0 or n_classes == 1:  # sklearn refuses empty input and warns about a 1x1 matrix
+        return np.full((n_classes, n_classes), t.size, dtype=np.int64)
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(t, p, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def top_k_accuracy(probs: Any, y_true: Any, k: int) -> float:
-    """Fraction of samples whose true class is among the ``k`` highest scores (ties as sklearn)."""
+    """Fraction of samples whose true class is among the ``k`` highest scores (``sklearn.metrics.top_k_accuracy_score``
+    over ``range(C)``); 0.0 for empty input, 1.0 for ``k >= C`` (sklearn's value, without its warning).
+
+    Ties are sklearn's: with ``C > 2`` the scores are sorted stably and reversed, so among tied scores the higher
+    class index ranks first; with ``C == 2`` (sklearn's binary rule) class 1 is the top-1 only when its score is
+    strictly higher, so a tie counts as class 0, as ``argmax`` does. ValueError for ``k < 1``.
+    """
     scores = np.asarray(probs, dtype=np.float64)
-    t = _labels(y_true, scores.shape[1], "y_true")
+    if scores.ndim != 2:
+        raise ValueError(f"probs must be [N, C], got shape {scores.shape}")
+    n_classes = scores.shape[1]
+    t = _labels(y_true, n_classes, "y_true")
+    if t.size != scores.shape[0]:
+        raise ValueError(f"probs has {scores.shape[0]} rows but y_true has {t.size}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     if t.size == 0:
         return 0.0
-    order = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
-    return float((order == t[:, None]).any(axis=1).mean())
+    if k >= n_classes:
+        return 1.0
+    from sklearn.metrics import top_k_accuracy_score
+
+    if n_classes == 2:  # sklearn's binary form: one score per sample, thresholded at 0.5 for scores in [0, 1]
+        scores = (scores[:, 1] > scores[:, 0]).astype(np.float64)
+    return float(top_k_accuracy_score(t, scores, k=k, labels=np.arange(n_classes)))
+
+
+def _per_class(t: np.ndarray, p: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sklearn's per-class ``(precision, recall, f1)`` over ``range(C)``, 0 where a denominator is 0."""
+    if t.size == 0:
+        return np.zeros(n_classes), np.zeros(n_classes), np.zeros(n_classes)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(t, p, labels=np.arange(n_classes), zero_division=0)
+    return np.asarray(precision, np.float64), np.asarray(recall, np.float64), np.asarray(f1, np.float64)
 
 
 def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes: Sequence[str]) -> dict[str, Any]:
@@ -74,8 +115,8 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
     n = int(cm.sum())
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision, recall = _div(tp, predicted), _div(tp, support)
-    f1 = _div(2 * tp, support + predicted)
+    t = _labels(y_true, n_classes, "y_true")
+    precision, recall, f1 = _per_class(t, _labels(y_pred, n_classes, "y_pred"), n_classes)
     has_support, present = support > 0, (support + predicted) > 0
 
     def ci(k: float, total: int) -> list[float] | None:
@@ -93,7 +134,6 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
         scores = np.asarray(probs, dtype=np.float64)
         if scores.shape != (n, n_classes):
             raise ValueError(f"probs has shape {scores.shape}, expected ({n}, {n_classes})")
-        t = _labels(y_true, n_classes, "y_true")
         top_k = {str(k): top_k_accuracy(scores, t, k) for k in TOP_K if k < n_classes}
     return {
         "n_samples": n,
@@ -141,7 +181,8 @@ def bootstrap_ci(y_true: Any, y_pred: Any, metric: str = "accuracy", n_boot: int
     """Percentile bootstrap ``(low, high)`` interval of ``metric``; ``(nan, nan)`` for empty input.
 
     Each resample is reduced to per-class counts with one ``bincount`` per chunk of resamples, so the
-    cost is ``O(n_boot * n)`` with bounded memory.
+    cost is ``O(n_boot * n)`` with bounded memory. Hand-written: ``scipy.stats.bootstrap`` would call the metric
+    once per resample (``n_boot`` sklearn calls), and its default BCa interval is not the percentile interval.
     """
     stat = _stat_from_counts(metric)
     t, p = np.asarray(y_true).reshape(-1).astype(np.int64), np.asarray(y_pred).reshape(-1).astype(np.int64)
@@ -285,7 +326,13 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
 
 
 def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """Numerically stable softmax over the last axis of ``logits / temperature`` (float64)."""
+    """Numerically stable softmax over the last axis of ``logits / temperature`` (float64): the one softmax of
+    classbench (evaluate, predict and the export parity check all call it).
+
+    Hand-written rather than ``scipy.special.softmax(z / T)``: the shift by the row maximum comes before the
+    division by ``T``, so ``[1e308, -1e308, 0]`` at ``T = 1e-3`` or ``[inf, 0, -inf]`` give ``[1, 0, 0]`` where
+    scipy's gives NaN. ValueError for ``temperature <= 0``.
+    """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     z = np.asarray(logits, dtype=np.float64)
@@ -297,18 +344,22 @@ def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of ``softmax(logits / temperature)`` (scipy's ``logsumexp``)."""
+    from scipy.special import logsumexp
+
     z = logits / temperature
-    m = z.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
-    return float(np.mean(lse - z[np.arange(len(labels)), labels]))
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(labels)), labels]))
 
 
 def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
-    """Temperature ``T`` in [0.01, 100] minimising the NLL of ``softmax(logits / T)``; 1.0 for empty input.
+    """Temperature ``T`` in [0.01, 100] minimising the NLL of ``softmax(logits / T)``; 1.0 for empty input,
+    non-finite logits or rows that are all equal.
 
-    The NLL is convex in ``1/T``, hence unimodal in ``log T``: a bounded 1-D search in log space
-    (scipy's Brent when available, golden-section otherwise) finds the optimum.
+    The NLL is convex in ``1/T``, hence unimodal in ``log T``: scipy's bounded Brent search in log space
+    (``minimize_scalar(method="bounded")``) finds the optimum. Only the objective is written here.
     """
+    from scipy.optimize import minimize_scalar
+
     z = np.asarray(logits, dtype=np.float64)
     if z.size == 0:
         return 1.0
@@ -319,39 +370,9 @@ def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
         raise ValueError(f"logits has {z.shape[0]} rows but labels has {t.size}")
     if not np.isfinite(z).all() or np.ptp(z, axis=1).max() == 0:
         return 1.0
-    lo, hi = math.log(0.01), math.log(100.0)
-
-    def objective(log_t: float) -> float:
-        return _nll(z, t, math.exp(log_t))
-
-    try:
-        from scipy.optimize import minimize_scalar
-
-        res = minimize_scalar(objective, bounds=(lo, hi), method="bounded",
-                              options={"maxiter": max_iter, "xatol": 1e-6})
-        best = float(res.x)
-    except ImportError:  # pragma: no cover - scipy ships with scikit-learn
-        best = _golden_section(objective, lo, hi, max_iter)
-    return float(math.exp(best))
-
-
-def _golden_section(f: Callable[[float], float], lo: float, hi: float, max_iter: int, tol: float = 1e-6) -> float:
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(max_iter):
-        if b - a < tol:
-            break
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    return (a + b) / 2
+    res = minimize_scalar(lambda log_t: _nll(z, t, math.exp(log_t)), bounds=(math.log(0.01), math.log(100.0)),
+                          method="bounded", options={"maxiter": max_iter, "xatol": 1e-6})
+    return float(math.exp(float(res.x)))
 
 
 def class_probability_matrix(probs: Any, y_true: Any, n_classes: int) -> np.ndarray:

@@ -1,8 +1,14 @@
-"""Load a trained model and classify image files (PyTorch or ONNX Runtime backend).
+"""Load a trained model and classify image files (PyTorch or ONNX Runtime backend); the predictions files.
 
 Preprocessing is the training contract: ``load_image`` -> ``to_uint8_tensor(img, img_size)`` ->
-``normalize(batch, mean, std)``; probabilities are ``softmax(logits / temperature)``. Loading reads
-only safetensors, JSON and ONNX files; nothing is unpickled.
+``normalize(batch, mean, std)``; probabilities are ``softmax(logits / temperature)`` (``classbench.metrics``).
+Files are decoded and batched by ``classbench.inference.iter_batches``, the loader ``evaluate`` uses too, and
+run by ``classbench.inference``'s ``TorchRunner`` or ``OnnxSession``: this module never imports
+``classbench.exporting``. Loading reads only safetensors, JSON and ONNX files; nothing is unpickled.
+
+Also here: ``predictions_to_csv`` / ``predictions_to_json`` (what ``classbench predict`` writes) and
+``write_predictions`` / ``read_predictions`` (the per-image ``predictions.csv`` of ``evaluate``, read back exactly
+by ``compare``).
 """
 
 from __future__ import annotations
@@ -11,17 +17,16 @@ import csv
 import glob
 import io
 import json
+import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classbench.errors import ClassbenchError, ModelError
+from classbench.errors import ClassbenchError, DataError, ModelError
 
 UNKNOWN = "unknown"
 _GLOB_CHARS = set("*?[")
@@ -43,7 +48,10 @@ class Prediction:
 
 
 class Classifier:
-    """A loaded model: ``predict``, ``predict_batch``, ``predict_proba`` and ``logits``."""
+    """A loaded model: ``predict``, ``predict_batch``, ``predict_proba``, ``logits`` and ``normalise``.
+
+    ``note`` is None or one line about the backend choice (why PyTorch was used instead of ``model.onnx``, or
+    that model.json's temperature replaces the one the ONNX file recorded)."""
 
     def __init__(self, meta: dict[str, Any], backend: str, runner: Any, path: Path, note: str | None = None) -> None:
         self.meta = meta
@@ -63,8 +71,8 @@ class Classifier:
         return self._runner(batch)
 
     def predict_proba(self, batch: Any) -> np.ndarray:
-        """Calibrated probabilities ``softmax(logits / temperature)`` for a normalised batch."""
-        from classbench.exporting import softmax
+        """Calibrated probabilities ``softmax(logits / temperature)`` (float64) for a normalised batch."""
+        from classbench.metrics import softmax
 
         return softmax(self.logits(batch), self.temperature)
 
@@ -79,14 +87,15 @@ class Classifier:
             image = image.convert("RGB")
         return to_uint8_tensor(image, self.img_size)
 
-    def _normalise(self, uint8_batch: Any) -> Any:
+    def normalise(self, uint8_batch: Any) -> Any:
+        """uint8 ``[B, 3, S, S]`` (or ``[3, S, S]``) -> the model's float32 input, with this model's mean/std."""
         from classbench.data.transforms import normalize
 
         return normalize(uint8_batch, self.meta["mean"], self.meta["std"])
 
     def predict(self, image: Any) -> list[tuple[str, float]]:
         """All classes with their probabilities, most likely first, for one image path or PIL image."""
-        probs = self.predict_proba(self._normalise(self.preprocess(image).unsqueeze(0)))[0]
+        probs = self.predict_proba(self.normalise(self.preprocess(image).unsqueeze(0)))[0]
         return self._ranked(probs)
 
     def _ranked(self, probs: np.ndarray, top_k: int | None = None) -> list[tuple[str, float]]:
@@ -96,80 +105,41 @@ class Classifier:
     def predict_batch(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, top_k: int | None = None,
                       reject_below: float | None = None, workers: int | None = None,
                       progress: Callable[[int], None] | None = None) -> list[Prediction]:
-        """Predict many files; unreadable ones give a ``Prediction`` with ``error`` set instead of stopping.
+        """Predict many files, one ``Prediction`` per path in order; an unreadable file gives a ``Prediction`` with
+        ``error`` (its ``ImageLoadError`` reason) and empty ``top`` instead of stopping the batch.
 
-        Images are decoded by a small thread pool one batch ahead of inference. With ``reject_below``,
-        ``label`` becomes ``"unknown"`` when the top probability is under it (``top`` keeps the real values).
+        Files go through ``classbench.inference.iter_batches`` (the loader ``evaluate`` uses): ``workers``
+        DataLoader worker processes decode them (default 0: in this process). With ``reject_below``, ``label``
+        becomes ``"unknown"`` when the top probability is under it (``top`` keeps the real values).
         ``progress(n)`` is called after each batch with the number of files it held.
         """
-        import torch
-
-        from classbench.errors import ImageLoadError
-
-        def load(path: str) -> Any:
-            try:
-                return self.preprocess(path)
-            except ImageLoadError as err:
-                return err.reason
-            except ClassbenchError as err:
-                return str(err)
-            except Exception as err:  # noqa: BLE001 - one odd file must not stop a batch of thousands
-                return f"cannot be processed ({type(err).__name__}: {err})"
+        from classbench.inference import iter_batches
 
         names = [os.fspath(p) for p in paths]
         results: list[Prediction] = []
-        workers = workers or min(4, (os.cpu_count() or 2))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classbench-decode") as pool:
-            for chunk, futures in _prefetch(names, max(1, batch_size), pool, load):
-                decoded = [f.result() for f in futures]
-                good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-                probs = self.predict_proba(self._normalise(torch.stack([decoded[i] for i in good]))) if good else []
-                row = dict(zip(good, probs))
-                for i, path in enumerate(chunk):
-                    if i not in row:
-                        results.append(Prediction(path, [], error=decoded[i]))
-                        continue
-                    top = self._ranked(row[i], top_k)
-                    label = UNKNOWN if reject_below is not None and top[0][1] < reject_below else top[0][0]
-                    results.append(Prediction(path, top, label=label))
-                if progress is not None:
-                    progress(len(chunk))
+        for batch in iter_batches(names, self.img_size, max(1, batch_size), num_workers=workers or 0):
+            probs = self.predict_proba(self.normalise(batch.images)) if batch.images is not None else []
+            rows: dict[int, Prediction] = {i: Prediction(names[i], [], error=err.reason) for i, err in batch.failed}
+            for i, row in zip(batch.index, probs):
+                top = self._ranked(row, top_k)
+                label = UNKNOWN if reject_below is not None and top[0][1] < reject_below else top[0][0]
+                rows[i] = Prediction(names[i], top, label=label)
+            results += [rows[i] for i in sorted(rows)]
+            if progress is not None:
+                progress(batch.n_files)
         return results
-
-
-def _prefetch(names: list[str], batch_size: int, pool: ThreadPoolExecutor, load: Any,
-              depth: int = 2) -> Iterator[tuple[list[str], list[Future[Any]]]]:
-    """Yield ``(chunk, futures)`` while the next ``depth - 1`` chunks are already decoding."""
-    pending: deque[tuple[list[str], list[Future[Any]]]] = deque()
-    for start in range(0, len(names), batch_size):
-        chunk = names[start:start + batch_size]
-        pending.append((chunk, [pool.submit(load, p) for p in chunk]))
-        if len(pending) >= depth:
-            yield pending.popleft()
-    while pending:
-        yield pending.popleft()
-
-
-class _TorchRunner:
-    """fp32 eval-mode PyTorch forward under ``torch.inference_mode``."""
-
-    def __init__(self, model: Any, device: str) -> None:
-        self.model = model.float().eval().to(device)
-        self.device = device
-
-    def __call__(self, batch: Any) -> np.ndarray:
-        import torch
-
-        x = torch.as_tensor(batch, dtype=torch.float32).to(self.device)
-        with torch.inference_mode():
-            return self.model(x).float().cpu().numpy()
 
 
 def load(path: str | os.PathLike, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Classifier:
     """Load a run folder, ``model.safetensors``, ``model.json`` (or a classbench ``.onnx`` file).
 
-    ``backend="auto"`` uses ``model.onnx`` beside the weights when its recorded weights hash, classes
-    and size match ``model.json`` (a stale export is never used), else PyTorch.
+    ``backend="auto"`` uses ``model.onnx`` beside the weights when it is up to date, else PyTorch (``note`` says
+    why). Up to date: the weights sha256, classes, image size and precision (float32) recorded in the file match
+    ``model.safetensors`` / ``model.json``; otherwise the file is stale and never used (``backend="onnx"``
+    raises). The temperature is not part of the graph (it outputs logits), so it does not make the file stale:
+    beside the weights, ``model.json``'s temperature (the one ``evaluate`` calibrated) is always applied, and
+    when the file recorded another one ``note`` says so (re-export to record it in the file for use on its
+    own). A standalone ``.onnx`` file applies its own recorded temperature.
     """
     if backend not in {"auto", "torch", "onnx"}:
         raise ClassbenchError(f"backend {backend!r}: choose auto, torch or onnx")
@@ -194,10 +164,11 @@ def load(path: str | os.PathLike, backend: str = "auto", device: str = "cpu", th
         import torch
 
         torch.set_num_threads(threads)
+    from classbench.inference import TorchRunner
     from classbench.models import load_model
 
     model, meta = load_model(weights)
-    return Classifier(meta, "torch", _TorchRunner(model, _torch_device(device)), weights.parent, note)
+    return Classifier(meta, "torch", TorchRunner(model, _torch_device(device)), weights.parent, note)
 
 
 def _torch_device(device: str) -> str:
@@ -219,7 +190,8 @@ def _onnx_usable(device: str) -> bool:
 
 def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, device: str,
                       threads: int | None) -> Classifier:
-    from classbench.exporting import OnnxSession
+    """The ONNX model beside the weights: ModelError when stale; model.json's temperature applied (see ``load``)."""
+    from classbench.inference import OnnxSession
     from classbench.runs import file_sha256
 
     if not onnx_path.is_file():
@@ -233,12 +205,24 @@ def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, devi
     if stale:
         raise ModelError(f"{onnx_path}: exported from other weights or settings than model.json (stale); "
                          f"re-run `classbench export {weights.parent}`")
-    return Classifier(meta, "onnx", session.run, weights.parent)
+    return Classifier(meta, "onnx", session.run, weights.parent, _temperature_note(recorded, meta, onnx_path))
+
+
+def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path: Path) -> str | None:
+    """None when the ONNX file recorded model.json's temperature, else a line naming both and the one applied."""
+    applied = float(meta.get("temperature") or 1.0)
+    exported = recorded.get("temperature")
+    known = isinstance(exported, (int, float)) and not isinstance(exported, bool)
+    if known and math.isclose(float(exported), applied, rel_tol=1e-9):
+        return None
+    was = f"temperature {float(exported):g}" if known else "no temperature"
+    return (f"{onnx_path.name} was exported with {was}; applying T = {applied:g} from model.json "
+            f"(re-run `classbench export {onnx_path.parent}` to record it in the file)")
 
 
 def _load_onnx_file(path: Path, device: str, threads: int | None) -> Classifier:
-    """A standalone classbench ONNX file: preprocessing and classes come from its own metadata."""
-    from classbench.exporting import OnnxSession
+    """A standalone classbench ONNX file: preprocessing, classes and temperature come from its own metadata."""
+    from classbench.inference import OnnxSession
 
     session = OnnxSession(path, threads=threads, device=device)
     meta = session.metadata
@@ -313,16 +297,14 @@ def predictions_to_csv(preds: Sequence[Prediction], top_k: int | None = None) ->
     """CSV: ``path,label,class_1,prob_1,...,class_k,prob_k,error`` (k = top_k or all classes)."""
     k = top_k or max((len(p.top) for p in preds), default=0)
     header = ["path", "label"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("class", "prob")] + ["error"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    rows = []
     for pred in preds:
         cells: list[Any] = []
         for cls, prob in _top(pred, k):
             cells += [cls, f"{prob:.6f}"]
         cells += [""] * (2 * k - len(cells))
-        writer.writerow([pred.path, pred.label or "", *cells, pred.error or ""])
-    return buf.getvalue()
+        rows.append([pred.path, pred.label or "", *cells, pred.error or ""])
+    return csv_text([header, *rows])
 
 
 def predictions_to_json(preds: Sequence[Prediction], top_k: int | None = None) -> str:
@@ -330,3 +312,44 @@ def predictions_to_json(preds: Sequence[Prediction], top_k: int | None = None) -
     rows = [{"path": p.path, "label": p.label, "top": [{"class": c, "prob": round(float(q), 6)} for c, q in _top(p, top_k)],
              "error": p.error} for p in preds]
     return json.dumps(rows, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- evaluate's per-image predictions.csv
+PREDICTION_COLUMNS = ("path", "label", "predicted")
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows -> CSV text (the csv module's quoting, ``\\n`` line ends)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def write_predictions(path: str | Path, paths: Sequence[str | Path], labels: Sequence[str], probs: np.ndarray,
+                      classes: Sequence[str]) -> Path:
+    """Write (atomically, UTF-8, via the csv module) the per-image CSV ``path,label,predicted,p_<class>...``:
+    one probability column per class in ``classes`` order, ``predicted`` the argmax class, floats as ``repr``
+    so that ``read_predictions`` gives back exactly these values. Returns ``path``."""
+    from classbench.runs import atomic_write_text
+
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(classes))
+    if not len(paths) == len(labels) == probs.shape[0]:
+        raise ValueError(f"{len(paths)} paths, {len(labels)} labels and {probs.shape[0]} probability rows")
+    rows = [[str(p), y, classes[int(np.argmax(r))], *map(repr, r.tolist())] for p, y, r in zip(paths, labels, probs)]
+    return atomic_write_text(path, csv_text([[*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)], *rows]))
+
+
+def read_predictions(path: str | Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """``(paths, labels, probs [N, C] float64, classes)`` exactly as ``write_predictions`` wrote them;
+    DataError when the file is unreadable, not such a CSV, or damaged."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header, *body = list(csv.reader(fh)) or [[]]
+        if tuple(header[:3]) != PREDICTION_COLUMNS or not all(h.startswith("p_") for h in header[3:]):
+            raise ValueError("expected the columns path,label,predicted,p_<class>...")
+        if any(len(r) != len(header) for r in body):
+            raise ValueError("a row has the wrong number of columns")
+        probs = np.array([[float(x) for x in r[3:]] for r in body], dtype=np.float64).reshape(len(body), len(header) - 3)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:
+        raise DataError(f"{path}: not a readable classbench predictions CSV ({err})") from err
+    return [r[0] for r in body], [r[1] for r in body], probs, [h[2:] for h in header[3:]]

@@ -67,6 +67,20 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def command_line() -> str:
+    """The command that started this process, as typed: ``classbench ...`` for the CLI, else the Python
+    command line (``python script.py --flag``) that called the API."""
+    import shlex
+    import sys
+
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("classbench", "cli.py", "__main__.py")):
+        argv[0] = "classbench"
+    elif argv:
+        argv.insert(0, "python")
+    return " ".join(shlex.quote(a) for a in argv) or "python"
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from classbench.comparison import replicates as R
-from classbench.comparison.folder import ensure_split, open_folder, safe_name
+from classbench.comparison.folder import ARG_DEFAULTS, ensure_split, open_folder, safe_name
 from classbench.comparison.leaderboard import build_row, measure_inference, write_figures, write_leaderboard
 from classbench.console import info, warn
 from classbench.errors import DataError, RunError
 from classbench.runs import atomic_write_json, read_json
+from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
 PRESETS: dict[str, dict[str, Any]] = {
@@ -53,10 +54,10 @@ class Leaderboard:
 
 
 def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
-            epochs: int = 20, img_size: int | None = None, seed: int = 0, preset: str | None = None,
-            folds: int | str = "auto", seeds: int = 1, refit: bool = True, parallel: bool = False,
-            overwrite: bool = False, progress: bool = True, val: float = 0.2, test: float = 0.1,
-            **train_options: Any) -> Leaderboard:
+            epochs: int = D["epochs"], img_size: int | None = None, seed: int = D["seed"], preset: str | None = None,
+            folds: int | str = ARG_DEFAULTS["folds"], seeds: int = ARG_DEFAULTS["seeds"],
+            refit: bool = ARG_DEFAULTS["refit"], parallel: bool = False, overwrite: bool = False, progress: bool = True,
+            val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
     """Train every model in ``models`` on the same folds (``folds``; ``"auto"``: 5 when the non-test pool is
     small, see ``classbench.data.folds.resolve_folds``) or seeds (``seeds``), decide the verdict on held-out
     predictions, refit and test the selected one. Re-running with the same ``out`` resumes."""

@@ -4,9 +4,7 @@ every model shares, and the rule that a re-run with the same arguments resumes i
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import sys
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,11 +12,12 @@ from typing import Any
 
 from classbench.console import info
 from classbench.errors import RunError
-from classbench.runs import atomic_write_json, environment_info, read_json
+from classbench.runs import atomic_write_json, command_line, environment_info, read_json
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
 SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "refit")
-ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True}  # for folders made before these arguments existed
+# compare()'s own defaults (the CLI reads them here); also what a folder made before these arguments existed had
+ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True}
 
 
 def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
@@ -75,15 +74,6 @@ def ensure_split(out: Path, data: Any, val: float, test: float, seed: int) -> Pa
         result = split(data, val=val, test=test, seed=seed, out=manifest_path, report=report)
         update_state(out, given_split=result.given)
     return manifest_path
-
-
-def command_line() -> str:
-    """The command that made this compare, as the user typed it (or the Python call)."""
-    argv = sys.argv[:]
-    if argv and argv[0].endswith(("classbench", "cli.py", "__main__.py")):
-        argv[0] = "classbench"
-        return " ".join(shlex.quote(a) for a in argv)
-    return "python -c 'import classbench; classbench.compare(...)'"
 
 
 def safe_name(model: str) -> str:

@@ -57,10 +57,6 @@ METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
            ("nll", "NLL")]
 BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
                 "none": "nothing (no re-weighting, no re-sampling)"}
-CLI_OPTIONS = ("model", "pretrained", "weights", "epochs", "img_size", "batch_size", "balance", "augment", "precision",
-               "patience", "monitor", "freeze_epochs", "lr", "seed", "val", "test", "cache", "accelerator", "devices",
-               "num_nodes", "strategy", "compile", "out")
-
 
 def num(value: Any) -> float | None:
     """A finite float from a CSV cell / JSON value, else None."""
@@ -137,26 +133,8 @@ def _cmd_path(path: Path) -> str:
 
 
 def _train_command(config: dict[str, Any]) -> str | None:
-    """``classbench train ...`` rebuilt from config.yaml's args (only options that differ from the defaults)."""
-    args = config.get("args") or {}
-    if config.get("command"):
-        return str(config["command"])
-    if not args.get("data"):
-        return None
-    from classbench.training.config import TrainConfig
-
-    defaults = TrainConfig(data="").to_dict()
-    parts = ["classbench", "train", shlex.quote(str(args["data"]))]
-    for key in CLI_OPTIONS:
-        value = args.get(key)
-        if key not in args or (value == defaults.get(key) and key != "model"):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
-        elif value is not None:
-            parts += [flag, shlex.quote(str(value))]
-    return " ".join(parts)
+    """The exact command the run recorded in config.yaml (None for runs made before it was recorded)."""
+    return str(config["command"]) if config.get("command") else None
 
 
 def _warn(level: str, scope: str, text: str) -> dict[str, str]:

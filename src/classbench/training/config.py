@@ -93,6 +93,64 @@ class TrainConfig:
         return bool(self.pretrained or self.weights)
 
 
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults too
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Every "auto" of a run, decided once on this machine for this data (recorded in config.yaml)."""
+
+    architecture: str
+    img_size: int
+    batch_size: int
+    balance: str
+    imbalance_ratio: float
+    precision: str
+    on_gpu: bool
+    workers: int
+    channels_last: bool
+    lr: float
+    backbone_lr: float
+    freeze_epochs: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def with_lr(self, lr: float, backbone_lr_scale: float, transfer: bool) -> Resolved:
+        """The same decisions with another learning rate (``--lr auto`` found one)."""
+        return dataclasses.replace(self, lr=lr, backbone_lr=lr * backbone_lr_scale if transfer else lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values.update(mean=list(self.mean), std=list(self.std))
+        return values
+
+
+def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved:
+    """The one place where a run's "auto" options become values: image size (the model's own), batch size,
+    class balance, precision, device, loader workers, memory format, learning rates and head-only epochs."""
+    import torch
+
+    from classbench.models import check_input_size, default_config
+
+    model_cfg = default_config(arch)
+    img_size = int(config.img_size or model_cfg["img_size"])
+    check_input_size(arch, img_size)
+    present = [c for c in train_counts if c > 0]
+    imbalance = max(present) / min(present) if present else 1.0
+    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    lr = float(config.lr) if isinstance(config.lr, (int, float)) else 1e-3
+    return Resolved(
+        architecture=arch, img_size=img_size, batch_size=resolve_batch_size(config.batch_size, sum(train_counts)),
+        balance=resolve_balance(config.balance, imbalance), imbalance_ratio=round(imbalance, 3),
+        precision=resolve_precision(str(config.precision), config.accelerator), on_gpu=on_gpu,
+        workers=resolve_workers(config.workers, config.cache != "off", on_gpu),
+        channels_last=resolve_channels_last(config.channels_last, arch), lr=lr,
+        backbone_lr=lr * config.backbone_lr_scale if config.transfer else lr,
+        freeze_epochs=config.freeze_epochs if config.freeze_epochs is not None else (1 if config.transfer else 0),
+        mean=tuple(model_cfg["mean"]), std=tuple(model_cfg["std"]),
+    )
+
+
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ClassbenchError(f"{option} {value!r} is not one of: {', '.join(allowed)}")

@@ -12,16 +12,8 @@ from typing import Any
 
 from classbench.console import info, warn
 from classbench.errors import ClassbenchError, Interrupted, RunError
-from classbench.runs import atomic_write_json, atomic_write_yaml, environment_info, prepare_run_dir
-from classbench.training.config import (
-    MONITORS,
-    TrainConfig,
-    resolve_balance,
-    resolve_batch_size,
-    resolve_channels_last,
-    resolve_precision,
-    resolve_workers,
-)
+from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir
+from classbench.training.config import MONITORS, Resolved, TrainConfig, resolve
 
 RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
 
@@ -115,104 +107,104 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
 
 
 def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None, worker: bool) -> TrainResult:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    from classbench.models import check_input_size, count_parameters, create_model, default_config
-    from classbench.speed import cpu_levers
-    from classbench.training.callbacks import EpochSeed, LastCheckpoint, ProgressBar, RunRecorder
-    from classbench.training.loaders import build_loaders, class_weights
-    from classbench.training.module import ClassifierModule
+    """Plain wiring: split -> resolved options -> model, loaders, learning rate -> Lightning -> run folder."""
+    from classbench.training.callbacks import RunRecorder
 
     manifest, split_note = _load_or_make_split(config, run_dir, reuse=resume_from is not None or worker)
     counts = manifest.counts("train")
     train_counts = [counts.get(c, 0) for c in manifest.classes]
-    present = [c for c in train_counts if c > 0]
-    imbalance = max(present) / min(present) if present else 1.0
-    balance = resolve_balance(config.balance, imbalance)
-    model_cfg = default_config(arch)
-    img_size = int(config.img_size or model_cfg["img_size"])
-    check_input_size(arch, img_size)
-    precision = resolve_precision(str(config.precision), config.accelerator)
-    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
-    n_train = sum(train_counts)
-    batch_size = resolve_batch_size(config.batch_size, n_train)
-    workers = resolve_workers(config.workers, config.cache != "off", on_gpu)
-    channels_last = resolve_channels_last(config.channels_last, arch)
-    lr = config.lr if isinstance(config.lr, (int, float)) else 1e-3
-    freeze_epochs = config.freeze_epochs if config.freeze_epochs is not None else (1 if config.transfer else 0)
-    backbone_lr = lr * config.backbone_lr_scale if config.transfer else lr
-
+    plan = resolve(config, arch, train_counts)
     if not worker:
-        if imbalance > 3 and balance != "none":
-            info(f"Imbalance {imbalance:.1f}:1 in the training split -> {_balance_text(balance)} (--balance {config.balance}).")
-        elif imbalance > 3:
-            warn(f"imbalance {imbalance:.1f}:1 and --balance none: minority classes may never be predicted.")
-        if split_note:
-            info(split_note, markup=False)
-
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    net = create_model(arch, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
-    levers = cpu_levers(net, precision, on_gpu)
-    pool = None
-    if config.cache_pool and Path(config.cache_pool).is_file():
-        from classbench.data.manifest import Manifest
-
-        pool = Manifest.load(config.cache_pool)
-    loaders = build_loaders(manifest, img_size, batch_size, config.augment, balance, config.cache, workers,
-                            config.seed, on_gpu, progress=config.progress and not worker, cache_pool=pool)
-    module = ClassifierModule(
-        net, len(manifest.classes), model_cfg["mean"], model_cfg["std"], lr=lr, backbone_lr=backbone_lr,
-        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
-        class_weights=class_weights(train_counts) if balance == "weights" else None,
-        freeze_epochs=freeze_epochs, channels_last=channels_last,
-    )
-    lr_search = None
+        _announce(config, plan, split_note)
+    module, loaders, meta, extras = _build(config, plan, manifest, train_counts, worker)
     if config.lr == "auto":
         from classbench.training.lr_find import find_lr
 
-        lr_search = find_lr(module, loaders.train, precision, config.accelerator)
-        lr = lr_search["lr"]
-        backbone_lr = lr * config.backbone_lr_scale if config.transfer else lr
-        module.lr, module.backbone_lr = lr, backbone_lr
+        extras["lr_search"] = find_lr(module, loaders.train, plan.precision, config.accelerator)
+        plan = plan.with_lr(extras["lr_search"]["lr"], config.backbone_lr_scale, config.transfer)
+        module.lr, module.backbone_lr = plan.lr, plan.backbone_lr
         if not worker:
-            info(f"--lr auto: {lr:.3g} ({lr_search['source']}).", markup=False)
+            info(f"--lr auto: {plan.lr:.3g} ({extras['lr_search']['source']}).", markup=False)
+    config.resolved = {**plan.to_dict(), **extras}
+    recorder = RunRecorder(run_dir, config.monitor, MONITORS[config.monitor], meta)
+    trainer = _trainer(config, plan, run_dir, recorder, loaders.train.sampler, worker)
+    if trainer.is_global_zero and resume_from is None:
+        _write_config(run_dir, config, manifest, trainer)
+    wall = _run_trainer(trainer, module, loaders, run_dir, resume_from)
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, recorder.best_epoch, {})
+    return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
+
+
+def _announce(config: TrainConfig, plan: Resolved, split_note: str | None) -> None:
+    """What the user should know before training starts: imbalance handling, where the split went."""
+    if plan.imbalance_ratio > 3 and plan.balance != "none":
+        info(f"Imbalance {plan.imbalance_ratio:.1f}:1 in the training split -> {_balance_text(plan.balance)} "
+             f"(--balance {config.balance}).")
+    elif plan.imbalance_ratio > 3:
+        warn(f"imbalance {plan.imbalance_ratio:.1f}:1 and --balance none: minority classes may never be predicted.")
+    if split_note:
+        info(split_note, markup=False)
+
+
+def _build(config: TrainConfig, plan: Resolved, manifest: Any, train_counts: list[int],
+           worker: bool) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """The seeded model, the loaders and the Lightning module; the model file's metadata; what else was done."""
+    import lightning as L
+    import torch
+
+    from classbench.data.manifest import Manifest
+    from classbench.models import count_parameters, create_model
+    from classbench.speed import cpu_levers
+    from classbench.training.loaders import build_loaders, class_weights
+    from classbench.training.module import ClassifierModule
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net = create_model(plan.architecture, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
+    levers = cpu_levers(net, plan.precision, plan.on_gpu)
+    pool = Manifest.load(config.cache_pool) if config.cache_pool and Path(config.cache_pool).is_file() else None
+    loaders = build_loaders(manifest, plan.img_size, plan.batch_size, config.augment, plan.balance, config.cache,
+                            plan.workers, config.seed, plan.on_gpu, progress=config.progress and not worker,
+                            cache_pool=pool)
+    module = ClassifierModule(
+        net, len(manifest.classes), plan.mean, plan.std, lr=plan.lr, backbone_lr=plan.backbone_lr,
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
+        class_weights=class_weights(train_counts) if plan.balance == "weights" else None,
+        freeze_epochs=plan.freeze_epochs, channels_last=plan.channels_last,
+    )
     if config.compile:
         module.model = torch.compile(module.model)
-    model_meta = {
-        "architecture": arch, "classes": manifest.classes, "img_size": img_size,
-        "mean": model_cfg["mean"], "std": model_cfg["std"], "temperature": 1.0,
-        "num_params": count_parameters(net),
-        "pretrained": "hub" if config.pretrained else (str(config.weights) if config.weights else None),
-    }
-    config.resolved = {
-        "architecture": arch, "img_size": img_size, "batch_size": batch_size, "balance": balance,
-        "imbalance_ratio": round(imbalance, 3), "precision": precision, "workers": workers,
-        "channels_last": channels_last, "lr": lr, "backbone_lr": backbone_lr, "lr_search": lr_search, "freeze_epochs": freeze_epochs,
-        "cache": loaders.cache_mode, "num_params": model_meta["num_params"],
-        "mean": model_cfg["mean"], "std": model_cfg["std"], "cpu_levers": levers,
-    }
-    mode = MONITORS[config.monitor]
-    recorder = RunRecorder(run_dir, config.monitor, mode, model_meta)
-    callbacks: list[Any] = [
-        recorder,
-        LastCheckpoint(run_dir, config.checkpoint_every, recorder),
-        EpochSeed(config.seed, loaders.train.sampler),
-    ]
+    meta = {"architecture": plan.architecture, "classes": manifest.classes, "img_size": plan.img_size,
+            "mean": list(plan.mean), "std": list(plan.std), "temperature": 1.0, "num_params": count_parameters(net),
+            "pretrained": "hub" if config.pretrained else (str(config.weights) if config.weights else None)}
+    extras = {"cache": loaders.cache_mode, "num_params": meta["num_params"], "cpu_levers": levers, "lr_search": None}
+    return module, loaders, meta, extras
+
+
+def _trainer(config: TrainConfig, plan: Resolved, run_dir: Path, recorder: Any, sampler: Any, worker: bool) -> Any:
+    """Lightning's Trainer with classbench's callbacks (recorder, last.ckpt, per-epoch seeding, progress)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from classbench.training.callbacks import EpochSeed, LastCheckpoint, ProgressBar
+
+    callbacks: list[Any] = [recorder, LastCheckpoint(run_dir, config.checkpoint_every, recorder),
+                            EpochSeed(config.seed, sampler)]
     if config.patience:
-        callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience))
+        callbacks.append(EarlyStopping(monitor=config.monitor, mode=MONITORS[config.monitor], patience=config.patience))
     if config.progress and not worker:
         callbacks.append(ProgressBar(recorder))
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
-        num_nodes=config.num_nodes, strategy=config.strategy, precision=precision,
+        num_nodes=config.num_nodes, strategy=config.strategy, precision=plan.precision,
         gradient_clip_val=config.grad_clip or None, callbacks=callbacks, logger=False,
         enable_progress_bar=config.progress and not worker, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=50,
     )
-    if trainer.is_global_zero and resume_from is None:
-        _write_config(run_dir, config, manifest, trainer)
+
+
+def _run_trainer(trainer: Any, module: Any, loaders: Any, run_dir: Path, resume_from: Path | None) -> float:
+    """``trainer.fit`` (from ``last.ckpt`` when resuming); Ctrl-C comes back as KeyboardInterrupt. Seconds taken."""
     ckpt = run_dir / "last.ckpt"
     if resume_from and not ckpt.is_file() and trainer.is_global_zero:
         info(f"{run_dir}: no last.ckpt was written before the run stopped; training starts again at epoch 1.",
@@ -225,12 +217,9 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
         if trainer.interrupted:  # Lightning handles Ctrl-C itself, then exits: _run reports it
             raise KeyboardInterrupt from None
         raise
-    wall = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return TrainResult(run_dir, recorder.best_epoch, {})
     if trainer.interrupted:  # Lightning < 2.5 returns from fit after Ctrl-C
         raise KeyboardInterrupt
-    return _finish(run_dir, recorder, manifest, loaders, wall, trainer, config)
+    return time.perf_counter() - start
 
 
 def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tuple[Any, str | None]:
@@ -258,6 +247,7 @@ def _balance_text(balance: str) -> str:
 def _write_config(run_dir: Path, config: TrainConfig, manifest: Any, trainer: Any) -> None:
     split_path = run_dir / "split.csv"
     atomic_write_yaml(run_dir / "config.yaml", {
+        "command": command_line(),
         "args": {k: v for k, v in config.to_dict().items() if k != "resolved"},
         "resolved": config.resolved,
         "split": {"path": str(split_path), "sha256": manifest.sha256(), "classes": manifest.classes,
