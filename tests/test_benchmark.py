@@ -47,24 +47,30 @@ def test_bench_model_only_and_pipeline(tmp_path) -> None:
     assert saved["estimated_compare_seconds"] == result.estimated_compare_seconds
 
 
-def test_train_rate_leaves_a_slow_first_step_to_the_one_off_part() -> None:
-    class SlowFirstStep(torch.nn.Module):  # as kernels loaded on first use make a process's first step slow
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear, self.calls = torch.nn.Linear(3 * 8 * 8, 2), 0
+def test_train_rate_runs_trains_own_step_and_leaves_a_slow_first_step_to_the_one_off_part() -> None:
+    """bench times ClassifierModule.training_step through a Lightning Trainer (no second hand-written step)."""
+    import timm
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls == 1:
-                time.sleep(0.4)
-            return self.linear(x.float().flatten(1))
+    from classbench.training.module import ClassifierModule
 
-    module = SlowFirstStep()
-    optimizer = torch.optim.AdamW(module.parameters())
-    rate, warmup_seconds = _train_rate(module, optimizer, _synthetic_batches(4, 8, 2), "32-true", steps=3, warmup=2)
-    assert warmup_seconds >= 0.4  # the slow step is in the warm-up...
-    assert 3 * 4 / rate < 0.2  # ...not in the timed steps
-    assert module.calls == 5
+    class SlowFirstStep(ClassifierModule):  # as kernels loaded on first use make a process's first step slow
+        calls = 0
+
+        def training_step(self, batch, batch_idx):
+            type(self).calls += 1
+            if type(self).calls == 1:
+                time.sleep(1.0)
+            return super().training_step(batch, batch_idx)
+
+    module = SlowFirstStep(timm.create_model("test_efficientnet", num_classes=2), 2, (0.5,) * 3, (0.5,) * 3,
+                           lr=1e-3, backbone_lr=1e-3)
+    before = [p.detach().clone() for p in module.parameters()]
+    rate, warmup_seconds, optimizer = _train_rate(module, _synthetic_batches(4, 8, 2), "32-true", steps=3, warmup=2)
+    assert warmup_seconds >= 1.0  # the slow step is in the warm-up...
+    assert 3 * 4 / rate < 0.8  # ...not in the timed steps (3 steps of a tiny model: ~0.1 s on 2 idle cores)
+    assert SlowFirstStep.calls == 5
+    assert optimizer.defaults.get("fused") is True  # the fused AdamW that train builds
+    assert any(not torch.equal(a, p) for a, p in zip(before, module.parameters()))  # real steps changed weights
 
 
 def test_bench_cli_prints_a_table_and_writes_json(tmp_path) -> None:

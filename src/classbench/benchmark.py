@@ -82,7 +82,7 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
-    from classbench.speed import adamw, cpu_levers
+    from classbench.speed import cpu_levers
     from classbench.training.config import resolve_channels_last, resolve_precision
     from classbench.training.module import ClassifierModule
 
@@ -102,18 +102,17 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         cpu_levers(net, prec, device.type == "cuda")  # the same training step that `train` runs
         module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=1e-3,
                                   backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
-        optimizer = adamw(module.parameters(), lr=1e-3)  # the optimiser `train` builds
         _sync()
         model_setup = time.perf_counter() - start  # includes the GPU context's start for the first model
         _reset_peak_memory()
         synthetic = _synthetic_batches(batch_size, size, n_classes)
-        train_ips, warmup_seconds = _train_rate(module, optimizer, synthetic, prec, steps, warmup)
+        train_ips, warmup_seconds, _ = _train_rate(module, synthetic, prec, steps, warmup)
         first_steps_extra = max(warmup_seconds - warmup * batch_size / train_ips, 0.0)  # this process's first steps
         infer_ips, ms1 = _inference_rates(module, batch_size, size, device)
         row = BenchRow(arch, size, batch_size, prec, sum(p.numel() for p in module.parameters()),
                        round(train_ips, 2), round(infer_ips, 2), round(ms1, 3), _peak_memory_mb())
         if manifest is not None:
-            _pipeline(row, module, optimizer, manifest, augment, seed, epochs, steps, warmup,
+            _pipeline(row, module, manifest, augment, seed, epochs, steps, warmup,
                       {"model_setup": model_setup, "first_steps_extra": first_steps_extra}, checkpoint_every)
             if folds > 1:
                 _fold_estimate(row, manifest, folds, val, test)
@@ -138,54 +137,62 @@ def _manifest(data: Any, val: float, test: float, seed: int) -> Any:
     return manifest
 
 
-def _synthetic_batches(batch_size: int, size: int, n_classes: int) -> Iterator[tuple[Any, Any]]:
+def _synthetic_batches(batch_size: int, size: int, n_classes: int) -> Any:
+    """A loader that yields one fixed uint8 batch forever: the model-only limit has no data cost."""
     import torch
+    from torch.utils.data import DataLoader, IterableDataset
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, n_classes, (batch_size,), generator=g)
-    while True:
-        yield images, labels
+
+    class Forever(IterableDataset):
+        def __iter__(self) -> Iterator[tuple[Any, Any]]:
+            while True:
+                yield images, labels
+
+    return DataLoader(Forever(), batch_size=None)
 
 
-def _step(module: Any, optimizer: Any, images: Any, labels: Any, precision: str,
-          grad_clip: float = DEFAULT_GRAD_CLIP) -> None:
-    """`train`'s step without the framework: autocast forward, backward, gradient clipping, AdamW."""
-    import torch
-    import torch.nn.functional as F
+def _train_rate(module: Any, batches: Any, precision: str, steps: int, warmup: int) -> tuple[float, float, Any]:
+    """Images/s of ``train``'s own training step (``ClassifierModule.training_step`` through a Lightning
+    ``Trainer``: the same precision, gradient clipping and fused AdamW) over ``steps`` steps after ``warmup``
+    steps; the seconds until the warm-up was done (the Trainer's set-up and a process's first steps, which
+    load and tune kernels); and the optimiser it built (for the checkpoint measurement)."""
+    import tempfile
 
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    device = next(module.parameters()).device
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = module(images.to(device, non_blocking=True))
-        loss = F.cross_entropy(logits.float(), labels.to(device, non_blocking=True))
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip, foreach=True)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    import lightning as L
 
+    from classbench.training.run import quiet_lightning
 
-def _train_rate(module: Any, optimizer: Any, batches: Iterator[Any], precision: str, steps: int,
-                warmup: int) -> tuple[float, float]:
-    """Images/s of full training steps (forward, backward, clipping, AdamW) after ``warmup`` steps, and the
-    seconds the warm-up steps took (the first steps of a process also load and tune kernels)."""
-    module.train()
-    seen, start = 0, time.perf_counter()
-    warmup_seconds = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync()  # the warm-up's queued device work is not part of the timed steps
-            now = time.perf_counter()
-            warmup_seconds, start, seen = now - start, now, 0
-        try:
-            images, labels = next(batches)
-        except StopIteration:
-            break
-        _step(module, optimizer, images, labels, precision)
-        seen += int(labels.numel())
-    _sync()
-    return seen / max(time.perf_counter() - start, 1e-9), warmup_seconds
+    class StepClock(L.Callback):
+        """A timestamp (device work finished) and the batch size after each training step."""
+
+        def __init__(self) -> None:
+            self.stamps: list[float] = []
+            self.sizes: list[int] = []
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            _sync()
+            self.stamps.append(time.perf_counter())
+            self.sizes.append(int(batch[1].numel()))
+
+    quiet_lightning()
+    clock = StepClock()
+    with tempfile.TemporaryDirectory(prefix="classbench-bench-") as folder:
+        trainer = L.Trainer(accelerator="auto", devices=1, precision=precision, max_steps=warmup + steps,
+                            max_epochs=-1, gradient_clip_val=DEFAULT_GRAD_CLIP or None, callbacks=[clock],
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                            default_root_dir=folder)
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=batches)
+    stamps, sizes = clock.stamps, clock.sizes
+    if len(stamps) <= warmup:
+        raise ValueError(f"only {len(stamps)} training steps ran; need more than warmup={warmup}")
+    timed = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    warmup_seconds = stamps[warmup - 1] - start if warmup else 0.0
+    return sum(sizes[warmup:]) / max(timed, 1e-9), warmup_seconds, trainer.optimizers[0]
 
 
 def _sync() -> None:
@@ -243,7 +250,7 @@ def _onnx_rates(model: Any, batch_size: int, size: int, repeats: int = 5) -> tup
     return round(batch_size / out[0], 2), round(out[1] * 1000, 3)
 
 
-def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment: str, seed: int, epochs: int,
+def _pipeline(row: BenchRow, module: Any, manifest: Any, augment: str, seed: int, epochs: int,
               steps: int, warmup: int, model_parts: dict[str, float], checkpoint_every: float) -> None:
     """Real loader rate (after the cache is filled, as in epochs 2+) and the full-run estimate.
 
@@ -265,7 +272,7 @@ def _pipeline(row: BenchRow, module: Any, optimizer: Any, manifest: Any, augment
                             resolve_workers("auto", True, on_gpu), seed, on_gpu, progress=False)
     row.cache_seconds = round(time.perf_counter() - start, 2)
     loader_start = _first_batch_seconds(loaders.train) + _first_batch_seconds(loaders.val)  # workers start
-    rate, _ = _train_rate(module, optimizer, _cycle(loaders.train), row.precision, steps, warmup)
+    rate, _, optimizer = _train_rate(module, loaders.train, row.precision, steps, warmup)
     first_val_extra, val_per_image = _validation_seconds(module, loaders.val)
     epoch_start = _first_batch_seconds(loaders.train)  # after validation, as each epoch waits for its first batch
     row.pipeline_images_per_s = round(rate, 2)
@@ -347,11 +354,6 @@ def _first_batch_seconds(loader: Any) -> float:
     start = time.perf_counter()
     next(iter(loader), None)
     return time.perf_counter() - start
-
-
-def _cycle(loader: Any) -> Iterator[Any]:
-    while True:
-        yield from loader
 
 
 def _checkpoint_seconds(module: Any, optimizer: Any) -> tuple[float, float]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +131,11 @@ class TorchRunner:
 # ---------------------------------------------------------------- ONNX Runtime
 def physical_cores() -> int:
     """Physical CPU cores available to this process (hyper-threads do not help ORT's GEMMs)."""
+    from classbench.runs import cpu_info
+
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return max(1, usable)
-    cores = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.DOTALL))
-    return max(1, min(usable, len(cores))) if cores else max(1, usable)
+    cores = cpu_info().physical_cores
+    return max(1, min(usable, cores)) if cores else max(1, usable)
 
 
 def parse_metadata(props: dict[str, str]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import os
 import platform
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -155,14 +157,34 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def _cpu_name() -> str:
+@dataclass(frozen=True)
+class CpuInfo:
+    """What ``/proc/cpuinfo`` says (the one reader of it): model name, feature flags, physical cores."""
+
+    name: str
+    flags: frozenset[str]
+    physical_cores: int | None
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """This machine's CPU; on systems without ``/proc/cpuinfo`` the name from ``platform`` and no flags."""
+    import re
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return CpuInfo(platform.processor() or platform.machine(), frozenset(), None)
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    flags = next((frozenset(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")),
+                 frozenset())
+    cores = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.DOTALL))
+    return CpuInfo(name, flags, len(cores) or None)
+
+
+def _cpu_name() -> str:
+    return cpu_info().name
 
 
 def _plain(obj: Any) -> Any:

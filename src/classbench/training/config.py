@@ -169,11 +169,9 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has AVX512-BF16 or AMX (bf16 autocast is then 2-2.7x faster than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    from classbench.runs import cpu_info
+
+    return bool(cpu_info().flags & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_balance(balance: str, imbalance_ratio: float) -> str:

@@ -91,7 +91,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
         run_dir, fresh = prepare_run_dir(run_dir, overwrite=config.overwrite), True
     config.out = str(run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-    _quiet_lightning()
+    quiet_lightning()
     try:
         return _fit(config, arch, run_dir, resume_from, worker)
     except KeyboardInterrupt:  # Ctrl-C anywhere: before training, or inside Lightning's fit (see _fit)
@@ -282,7 +282,8 @@ def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: flo
     return TrainResult(run_dir, recorder.best_epoch, best, summary)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter and the warnings that do not apply to classbench's loops, silenced."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
                  "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
