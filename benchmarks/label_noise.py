@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0, help="seeds the flips and the compare")
     parser.add_argument("--fraction", type=float, default=0.05, help="fraction of labels to flip")
+    parser.add_argument("--weights", default=None, help="'lite0': fine-tune efficientnet_lite0 from ImageNet weights")
     args = parser.parse_args()
     data = need_drone()
     work = scratch_dir("noise")
@@ -128,9 +129,14 @@ def main() -> None:
     flips = flip_labels(samples, args.fraction, args.seed)
     manifest = write_manifest(samples, flips, work / "noisy.csv")
     out = work / "cmp"
+    extra = {}
+    if args.weights == "lite0":
+        from _common import lite0_weights
+
+        args.model, extra = "efficientnet_lite0", {"weights": str(lite0_weights())}
     with Timer() as t:
         classbench.compare(manifest, models=[args.model], folds=args.folds, epochs=args.epochs, img_size=args.img_size,
-                           seed=args.seed, out=out, progress=False)
+                           seed=args.seed, out=out, progress=False, refit=False, **extra)
     issues_csv = out / "label_issues.csv"
     if not issues_csv.is_file():
         raise SystemExit(f"{issues_csv}: not written by compare (was it run with folds?)")
@@ -141,8 +147,9 @@ def main() -> None:
     print(f"precision at k={result['k']}: {result['precision_at_k']:.3f} (random {result['random_baseline']:.3f}); "
           f"target >= {TARGET_PRECISION}: {'PASS' if passed else 'FAIL'}")
     flipped = {Path(p).relative_to(data.absolute()).as_posix(): list(v) for p, v in sorted(flips.items())}
-    write_results("label_noise", {"args": vars(args), "rows": [result], "target_precision": TARGET_PRECISION,
-                                  "passed": passed, "flips": flipped})
+    name = "label_noise" + (f"-{args.weights}" if args.weights else "")
+    write_results(name, {"args": vars(args), "rows": [result], "target_precision": TARGET_PRECISION,
+                         "passed": passed, "flips": flipped})
 
 
 if __name__ == "__main__":
