@@ -21,7 +21,7 @@ _API = {
     "check": "classbench.data.check:check",
     "split": "classbench.data.split:split",
     "demo_data": "classbench.data.demo:demo",
-    "train": "classbench.training:train",
+    "train": "classbench.workflow:train",
     "evaluate": "classbench.evaluation:evaluate",
     "load": "classbench.predict:load",
     "compare": "classbench.comparison:compare",

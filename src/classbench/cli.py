@@ -147,8 +147,8 @@ def train(
     resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
 ) -> None:
     """Train one architecture end to end (from scratch or pretrained) into a run folder."""
-    from classbench.training import resume as resume_run
-    from classbench.training import train as run_train
+    from classbench.workflow import resume as resume_run
+    from classbench.workflow import train as run_train
 
     if resume is not None:
         result = resume_run(resume)

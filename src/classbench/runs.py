@@ -93,6 +93,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RunError(f"{path}: not valid JSON ({err.msg}); the file is damaged, re-create it") from err
 
 
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float | None]]:
+    """A run's ``metrics.csv`` as numbers (empty list when missing)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

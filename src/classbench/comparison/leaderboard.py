@@ -3,12 +3,11 @@ CSV and Markdown, drawn as figures and rendered for the terminal."""
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
-from classbench.runs import atomic_write_csv, atomic_write_text, read_json
+from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
 LEADERBOARD_COLUMNS = [
     "model", "architecture", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean",
@@ -92,15 +91,6 @@ def write_leaderboard(out: Path, rows: list[dict[str, Any]], sentence: str) -> N
 def _md(value: Any) -> str:
     text = "" if value is None else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
-    """A run's ``metrics.csv`` as numbers (empty list when missing)."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def write_figures(out: Path, rows: list[dict[str, Any]], first_runs: dict[str, Path], standings: list[dict]) -> None:

@@ -85,7 +85,7 @@ def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, 
 def run(job: Job, options: dict[str, Any], step: str) -> None:
     """Train (or resume, or keep) ``job``'s run, then score it on its held-out images."""
     from classbench.evaluation import evaluate
-    from classbench.training import resume, train
+    from classbench.workflow import resume, train
 
     what = f"{step} {job.model}" + (f" {job.label}" if job.label else "")
     if (job.run_dir / "summary.json").is_file():

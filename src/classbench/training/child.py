@@ -25,7 +25,7 @@ def child_command(manifest: Path, model: str, run_dir: Path, options: dict[str, 
 
 def main(spec_json: str) -> int:
     from classbench.errors import ClassbenchError
-    from classbench.training import resume, train
+    from classbench.workflow import resume, train
 
     spec = json.loads(spec_json)
     try:

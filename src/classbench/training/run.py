@@ -259,8 +259,6 @@ def _write_config(run_dir: Path, config: TrainConfig, manifest: Any, trainer: An
 
 def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: float, trainer: Any,
             config: TrainConfig) -> TrainResult:
-    from classbench.report.plots import plot_curves
-
     rows = recorder.rows
     best = next((r for r in rows if r["epoch"] == recorder.best_epoch), {})
     steady = [r["train_images_per_s"] for r in rows[1:]] or [r["train_images_per_s"] for r in rows]
@@ -278,7 +276,6 @@ def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: flo
         "precision": config.resolved.get("precision"),
     }
     atomic_write_json(run_dir / "summary.json", summary)
-    plot_curves(rows, run_dir / "curves.png", title=f"{summary['model']} ({run_dir.name})", best_epoch=recorder.best_epoch)
     return TrainResult(run_dir, recorder.best_epoch, best, summary)
 
 
