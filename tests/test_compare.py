@@ -111,7 +111,7 @@ def test_seeds_compare_with_lr_auto_reuses_the_found_rate(data, tmp_path) -> Non
     board = classbench.compare(data, models=["test_efficientnet", "resnet10t"], out=tmp_path / "s", epochs=1,
                                img_size=32, seeds=2, lr="auto", progress=False)
     out = board.path
-    assert board.protocol == "2 seeds on the validation split"
+    assert board.protocol == "2 seeds, validation split (it chose the checkpoints)"
     for name in ("test_efficientnet", "resnet10t"):
         first = yaml.safe_load((out / name / "config.yaml").read_text())
         again = yaml.safe_load((out / "cv" / name / "seed-1" / "config.yaml").read_text())
@@ -153,7 +153,8 @@ def test_the_verdict_table_fits_80_columns_without_cutting_a_number() -> None:
                 "delta_low": None if delta is None else delta - 0.051, "delta_high": None if delta is None else delta + 0.049,
                 "fold_mean": score, "fold_std": 0.0512, "train_seconds": 1234.5, "infer_ms_batch1": 12.3,
                 "params": 25_557_032, "test_macro_f1": 0.8123 if status == "best" else None, "test_balanced_acc": 0.8,
-                "test_acc": 0.9, "run_dir": "runs/cmp/densenet121" if status == "best" else ""}
+                "test_acc": 0.9, "run_dir": "runs/cmp/densenet121" if status == "best" else "",
+                "test_macro_f1_low": 0.7, "test_macro_f1_high": 0.9}
 
     board = Leaderboard(Path("runs/cmp"), [row("densenet121", "best", 0.7421, None),
                                            row("resnet50", "tied", 0.7213, 0.0208),
@@ -167,11 +168,40 @@ def test_the_verdict_table_fits_80_columns_without_cutting_a_number() -> None:
     table = [line for line in lines if line.lstrip().startswith(("densenet121", "resnet50", "mobilenetv2"))]
     assert len(table) == 3 and all("\u2026" not in line.split(None, 1)[1] for line in table)  # only a long name is cut
     assert "0.02 (-0.03\u20130.07)" in text and "0.23 (0.18\u20130.28)" in text and "0.74\u00b10.05" in text
-    assert "Test (the final, unbiased estimate; opened once, for densenet121): macro-F1 0.812" in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert "Test (the final, unbiased estimate; opened once, for densenet121): macro-F1 0.812 [0.70, 0.90]" in flat
     wide = Console(width=120, record=True, file=io.StringIO())
     render_leaderboard(board, wide)
     wide_text = wide.export_text()
     assert "params" in wide_text and "25.6M" in wide_text
+
+
+@pytest.mark.slow
+def test_no_refit_leaves_test_unopened_and_a_later_refit_keeps_every_run(tmp_path) -> None:
+    """A given train/test split without val (ImageAI's layout) gets one val part shared by every model and seed."""
+    from classbench.data.manifest import Manifest, Sample
+
+    root = make_class_folders(tmp_path / "data", {"a": 20, "b": 16})
+    files = sorted(root.rglob("*.png"))
+    given = [Sample(p, p.parent.name, "test" if i % 5 == 0 else "train") for i, p in enumerate(files)]
+    Manifest(given, ["a", "b"]).save(tmp_path / "given.csv")
+    out, models = tmp_path / "cmp", ["test_efficientnet", "resnet10t"]
+    board = classbench.compare(tmp_path / "given.csv", models=models, out=out, epochs=1, img_size=32, seeds=2,
+                               refit=False, progress=False)
+    shared = Manifest.load(out / "split.csv")
+    assert shared.subset("val") and {str(s.path) for s in shared.subset("test")} == {str(s.path) for s in given
+                                                                                    if s.split == "test"}
+    for run in [out / m for m in models] + [out / "cv" / m / "seed-1" for m in models]:
+        assert yaml.safe_load((run / "config.yaml").read_text())["split"]["sha256"] == shared.sha256()
+    assert not list(out.rglob("eval.json")) and all(r["test_macro_f1"] is None for r in board.rows)
+    with pytest.raises(RunError, match="--no-refit"):
+        board.best  # noqa: B018
+    assert "the test split stays unopened" in (out / "report.html").read_text()
+    kept = (out / models[0] / "model.safetensors").stat().st_mtime_ns
+    again = classbench.compare(tmp_path / "given.csv", models=models, out=out, epochs=1, img_size=32, seeds=2,
+                               progress=False)
+    assert again.sentence == board.sentence and (out / again.rows[0]["model"] / "eval.json").is_file()
+    assert (out / models[0] / "model.safetensors").stat().st_mtime_ns == kept
 
 
 def test_folds_a_class_cannot_fill_is_one_line_naming_the_class(tmp_path) -> None:

@@ -92,3 +92,30 @@ def test_predictions_must_cover_the_same_images() -> None:
     y = _labels(50)
     with pytest.raises(ValueError, match="same images"):
         decide({"a": Replicates([y]), "b": Replicates([y[:-1]])}, y, N_CLASSES, "p")
+
+
+def test_seed_to_seed_variation_enters_the_interval() -> None:
+    """With several replicates the bootstrap resamples them too: two seeds that disagree widen the interval."""
+    from classbench.verdict import _bootstrap_scores
+
+    y = _labels(120, seed=7)
+    wrong = (y + 1) % N_CLASSES
+    boots = _bootstrap_scores({"m": Replicates([y.copy(), wrong])}, y, N_CLASSES, None, n_boot=400, seed=0)["m"]
+    assert boots.std() > 0.3  # draws that pick the good seed twice, the bad one twice, or one of each
+    steady = _bootstrap_scores({"m": Replicates([y.copy(), y.copy()])}, y, N_CLASSES, None, n_boot=400, seed=0)["m"]
+    assert steady.std() == 0.0
+
+
+def test_bootstrap_in_small_chunks_decides_the_same(monkeypatch) -> None:
+    """Large data is bootstrapped in chunks of draws (bounded memory); the decision does not depend on it."""
+    from classbench import verdict
+
+    y = _labels(80, seed=8)
+    results = {"a": Replicates([_noisy(y, 0.1, 9)]), "b": Replicates([_noisy(y, 0.1, 9)]),
+               "c": Replicates([_noisy(y, 0.7, 10)])}
+    groups = [i // 2 for i in range(len(y))]
+    whole = decide(results, y, N_CLASSES, "p", groups=groups, n_boot=300)
+    monkeypatch.setattr(verdict, "BOOT_CHUNK_WEIGHTS", 80 * 7)  # 7 draws per chunk
+    chunked = decide(results, y, N_CLASSES, "p", groups=groups, n_boot=300)
+    assert [s.status for s in chunked.standings] == [s.status for s in whole.standings] == ["best", "tied", "worse"]
+    assert chunked.standings[2].delta_ci[0] > 0.2

@@ -141,7 +141,7 @@ def train(
     strategy: str = typer.Option(D["strategy"], help="auto|ddp|ddp_spawn|..."),
     compile: bool = typer.Option(D["compile"], "--compile", help="torch.compile the model (slow start, sometimes faster)."),
     folds: int = typer.Option(1, help="Cross-validate this one architecture over K folds first (a compare of one "
-                              "model: out-of-fold estimate and label check, then the model refit on all non-test images)."),
+                              "model: out-of-fold estimate and label check, then the model retrained on the whole split)."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<model>)."),
     overwrite: bool = typer.Option(D["overwrite"], help="Replace an existing run folder."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
@@ -155,25 +155,21 @@ def train(
     else:
         if data is None:
             raise typer.BadParameter("give DATA (or --resume RUN)")
-        if folds > 1:
+        options = dict(
+            pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs, img_size=img_size,
+            batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment, precision=precision,
+            patience=patience, monitor=monitor, freeze_epochs=freeze_epochs, lr=_lr(lr), grad_clip=grad_clip,
+            checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
+            devices=_devices(devices), num_nodes=num_nodes, strategy=strategy, compile=compile, overwrite=overwrite,
+        )
+        if folds > 1:  # a compare of one architecture: every option reaches each fold's run
             from classbench.comparison import compare as run_compare
             from classbench.comparison import render_leaderboard
 
-            board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds, epochs=epochs,
-                                img_size=img_size, seed=seed, val=val, test=test, overwrite=overwrite,
-                                pretrained=pretrained, weights=str(weights) if weights else None,
-                                batch_size=_int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
-                                precision=precision, lr=_lr(lr), checkpoint_every=checkpoint_every)
+            board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds, **options)
             render_leaderboard(board, console)
             return
-        result = run_train(
-            data, model=model, pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs,
-            img_size=img_size, batch_size=_int_or_auto("--batch-size", batch_size), balance=balance,
-            augment=augment, precision=precision, patience=patience, monitor=monitor, freeze_epochs=freeze_epochs,
-            lr=_lr(lr), grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache,
-            accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
-            compile=compile, out=str(out) if out else None, overwrite=overwrite,
-        )
+        result = run_train(data, model=model, out=str(out) if out else None, **options)
     if result.summary:
         _print_train_summary(result)
 
@@ -323,8 +319,9 @@ def compare(
     folds: str = typer.Option(str(COMPARE["folds"]), help=FOLDS_HELP),
     seeds: int = typer.Option(COMPARE["seeds"], help="Instead of folds: train every model N times (seeds SEED.."
                               "SEED+N-1) on the one split."),
-    refit: bool = typer.Option(COMPARE["refit"], help="After cross-validation, retrain the selected architecture on all non-test "
-                               "images and test it once (--no-refit: the verdict only; the test split stays unopened)."),
+    refit: bool = typer.Option(COMPARE["refit"], help="Give the selected architecture a final model (after cross-validation: "
+                               "retrained on the whole split) and test it once (--no-refit: the verdict only; the test "
+                               "split stays unopened)."),
     lr: Optional[str] = typer.Option(None, help=LR_HELP),
     val: float = typer.Option(D["val"], help="Validation fraction."),
     test: float = typer.Option(D["test"], help="Locked test fraction."),

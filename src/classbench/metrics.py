@@ -156,21 +156,23 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
     }
 
 
+def macro_f1_from_counts(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the classes present (support or predictions) from ``[..., C]`` counts (weights allowed)."""
+    present = (support + predicted) > 0
+    return (_div(2 * tp, support + predicted) * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
 def _stat_from_counts(metric: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Metric from per-resample ``tp, support, predicted`` arrays of shape ``[B, C]``."""
 
     def accuracy(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return tp.sum(axis=1) / sup.sum(axis=1)
 
-    def macro_f1(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
-        present = (sup + pred) > 0
-        return (_div(2 * tp, sup + pred) * present).sum(axis=1) / present.sum(axis=1)
-
     def balanced_accuracy(tp: np.ndarray, sup: np.ndarray, pred: np.ndarray) -> np.ndarray:
         has = sup > 0
         return (_div(tp, sup) * has).sum(axis=1) / has.sum(axis=1)
 
-    funcs = {"accuracy": accuracy, "macro_f1": macro_f1, "balanced_accuracy": balanced_accuracy}
+    funcs = {"accuracy": accuracy, "macro_f1": macro_f1_from_counts, "balanced_accuracy": balanced_accuracy}
     if metric not in funcs:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(BOOTSTRAP_METRICS)}")
     return funcs[metric]

@@ -5,10 +5,11 @@ Input per architecture: one or more *replicates* of predicted labels for the sam
 predictions of K-fold cross-validation: one replicate covering every non-test image; ``--seeds N``: N
 replicates on the validation images; a single run: one replicate on validation). The score of an
 architecture is macro-F1 on those predictions (averaged over replicates). Each architecture is compared
-with the top one by a **paired, stratified cluster bootstrap**: images are resampled within their class
-(class supports stay fixed, which macro-F1 on rare classes needs), near-duplicate groups as units (an
-image and its burst twin are not two pieces of evidence), the same draw for both models (paired). A
-model whose 95% interval of the difference to the top includes 0 is *tied* with it. Fold-to-fold spread
+with the top one by a **paired, stratified cluster bootstrap**: near-duplicate groups are resampled within
+their class (a class keeps its number of groups, which macro-F1 on rare classes needs; an image and its
+burst twin are not two pieces of evidence), replicates are resampled too when there are several, and every
+model gets the same draws (paired). A model whose 95% interval of the difference to the top includes 0 is
+*tied* with it. Fold-to-fold spread
 is shown too: mean, std and a 95% interval over folds with the Nadeau-Bengio correction for overlapping
 training sets (the naive t-interval over folds is too narrow).
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 N_BOOT = 2000
+BOOT_CHUNK_WEIGHTS = 2_000_000  # image weights held at once by the bootstrap (float32: 8 MB)
 
 
 @dataclass(frozen=True)
@@ -74,43 +76,61 @@ class Verdict:
                 "standings": [s.to_dict() for s in self.standings]}
 
 
-def _macro_f1(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Macro-F1 over the classes present (support or predictions) from ``[..., C]`` counts."""
-    present = (support + predicted) > 0
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
-    return (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
-
-
 def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
     """Macro-F1 of ``y_pred`` under each row of image ``weights`` (``[B, N]`` -> ``[B]``)."""
-    eye = np.eye(n_classes)
+    from classbench.metrics import macro_f1_from_counts
+
+    eye = np.eye(n_classes, dtype=weights.dtype)
     truth, guess = eye[y_true], eye[y_pred]
     support, predicted = weights @ truth, weights @ guess
     tp = weights @ (truth * (y_true == y_pred)[:, None])
-    return _macro_f1(tp, support, predicted)
+    return macro_f1_from_counts(tp, support, predicted)
+
+
+def _group_strata(y_true: np.ndarray, groups: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's group index and each group's class (its majority label, as ``split`` assigns groups)."""
+    from classbench.data.split import majority_label
+
+    keys = list(groups) if groups is not None else list(range(len(y_true)))
+    ids: dict[Any, int] = {}
+    image_group = np.array([ids.setdefault(key, len(ids)) for key in keys], dtype=np.int64)
+    members: list[list[str]] = [[] for _ in ids]
+    for g, label in zip(image_group, y_true):
+        members[g].append(f"{int(label):09d}")
+    return image_group, np.array([int(majority_label(m)) for m in members], dtype=np.int64)
 
 
 def bootstrap_weights(y_true: np.ndarray, groups: Sequence[Any] | None, n_boot: int, seed: int) -> np.ndarray:
-    """``[n_boot, N]`` image weights: groups resampled with replacement within each class (stratified
-    cluster bootstrap; a group's class is its first image's), every image of a drawn group counted."""
-    n = len(y_true)
-    keys = list(groups) if groups is not None else list(range(n))
-    group_ids, first = {}, []
-    image_group = np.empty(n, dtype=np.int64)
-    for i, key in enumerate(keys):
-        if key not in group_ids:
-            group_ids[key] = len(group_ids)
-            first.append(i)
-        image_group[i] = group_ids[key]
-    group_class = y_true[np.asarray(first, dtype=np.int64)]
+    """``[n_boot, N]`` image weights: groups resampled with replacement within their class (stratified cluster
+    bootstrap; a group's class is its majority label), every image of a drawn group counted. With groups of one
+    image each class keeps its support exactly; with larger groups the number of groups per class is fixed."""
+    image_group, group_class = _group_strata(y_true, groups)
     rng = np.random.default_rng(seed)
-    counts = np.zeros((n_boot, len(first)))
+    counts = np.zeros((n_boot, len(group_class)), dtype=np.float32)
     for c in np.unique(group_class):
         members = np.flatnonzero(group_class == c)
-        draws = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=n_boot)
-        counts[:, members] = draws
+        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=n_boot)
     return counts[:, image_group]
+
+
+def _bootstrap_scores(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int,
+                      groups: Sequence[Any] | None, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Each model's macro-F1 under the same ``n_boot`` draws (paired): images resampled as above and, where a
+    model has several replicates (seeds), the replicates resampled too (the same draw for every model), so
+    seed-to-seed variation enters the interval. Computed in chunks of draws (memory ~ 2M weights at a time)."""
+    rng = np.random.default_rng(seed + 1)
+    n_rep = max(len(r.preds) for r in results.values())
+    picks = rng.integers(0, n_rep, size=(n_boot, n_rep)) if n_rep > 1 else np.zeros((n_boot, 1), dtype=np.int64)
+    out = {name: np.empty(n_boot) for name in results}
+    chunk = max(1, min(n_boot, BOOT_CHUNK_WEIGHTS // max(len(y_true), 1)))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        weights = bootstrap_weights(y_true, groups, b, seed + start)
+        for name, rep in results.items():
+            per_rep = np.stack([weighted_macro_f1(y_true, p, weights, n_classes) for p in rep.preds])  # [R, b]
+            chosen = picks[start:start + b] % len(rep.preds)
+            out[name][start:start + b] = per_rep[chosen, np.arange(b)[:, None]].mean(axis=1)
+    return out
 
 
 def _fold_spread(scores: Sequence[float], cv: bool) -> tuple[float | None, float | None, tuple[float, float] | None]:
@@ -132,14 +152,13 @@ def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int
     if not results:
         raise ValueError("no results to decide between")
     y_true = np.asarray(y_true, dtype=np.int64)
-    weights = bootstrap_weights(y_true, groups, n_boot, seed)
-    point, boots = {}, {}
+    ones = np.ones((1, len(y_true)))
+    point = {}
     for name, rep in results.items():
         if any(len(p) != len(y_true) for p in rep.preds):
             raise ValueError(f"{name}: predictions do not cover the same images")
-        ones = np.ones((1, len(y_true)))
         point[name] = float(np.mean([weighted_macro_f1(y_true, p, ones, n_classes)[0] for p in rep.preds]))
-        boots[name] = np.mean([weighted_macro_f1(y_true, p, weights, n_classes) for p in rep.preds], axis=0)
+    boots = _bootstrap_scores(results, y_true, n_classes, groups, n_boot, seed)
     order = sorted(results, key=lambda n: (-point[n], n))
     top = order[0]
     standings = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Leaderboard:
-    """The verdict's rows, best first; ``best`` loads the selected architecture's final model: the refit on
-    all non-test images after cross-validation, or the base seed's run on the split otherwise."""
+    """The verdict's rows, best first; ``best`` loads the selected architecture's final model: retrained on the
+    whole split (train, checkpoint on val) after cross-validation, or the base seed's run on the split otherwise."""
 
     path: Path
     rows: list[dict[str, Any]]
@@ -41,7 +41,6 @@ class Leaderboard:
     protocol: str = ""
     report: Path | None = None
     label_issues: int = 0
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def best(self) -> Any:
@@ -49,7 +48,8 @@ class Leaderboard:
 
         final = next((r["run_dir"] for r in self.rows if r["status"] == "best" and r.get("run_dir")), None)
         if final is None:
-            raise RunError(f"{self.path}: no final model (compare ran with --no-refit); re-run it with --refit")
+            raise RunError(f"{self.path}: no final model (compare ran with --no-refit); re-run the same compare "
+                           "with --refit: the runs are kept, only the final model is trained")
         return load(final)
 
 
@@ -87,11 +87,12 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
     if train_options.get("cache", "auto") in ("auto", "disk"):
         common["cache_pool"] = str(manifest_path)  # every model and fold decodes each image once
     lrs = _train_all(jobs, models, common, img_size, parallel)
-    protocol = (f"{k}-fold cross-validation, out-of-fold" if k > 1 else
-                f"{seeds} seeds on the validation split" if seeds > 1 else "one run, validation split")
+    protocol = (f"{k}-fold cross-validation, out-of-fold" if k > 1 else  # val also chose the checkpoints:
+                f"{seeds} seeds, validation split (it chose the checkpoints)" if seeds > 1 else
+                "one run, validation split (it chose the checkpoints)")
     verdict, held = _decide(jobs, manifest_path, protocol, k > 1, seed)
-    finals = _final_model(out, manifest_path, verdict.selected, models, names, common, lrs, k > 1 and refit,
-                          one_per_class=preset == "report", seed=seed)
+    finals = _final_model(out, manifest_path, verdict.selected, models, names, common, lrs, k > 1,
+                          one_per_class=preset == "report", seed=seed) if refit else {}
     n_issues = _label_issues(out, held, verdict) if k > 1 else 0
     board = _write(out, jobs, verdict, held, finals, lrs, n_issues)
     from classbench.report.html import build_report
@@ -131,20 +132,33 @@ def _size_for(model: str, img_size: int | None) -> int | None:
 
 def _train_all(jobs: list[R.Job], models: list[str], common: dict[str, Any], img_size: int | None,
                parallel: bool) -> dict[str, float | None]:
-    """Run every job (skipping finished ones); ``--lr auto`` is found once per architecture, on its first run,
-    and reused by its other runs. Returns the learning rate each architecture trained with."""
+    """Run every job (skipping finished ones); ``--lr auto`` is found once per architecture, on its first run
+    (always run first, also with ``--parallel``), and reused by its other runs and its final model. The range
+    test reads only training batches (their loss), never a held-out fold's predictions. Returns the learning
+    rate each architecture trained with."""
     sizes = {m: _size_for(m, img_size) for m in models}
+    auto = common.get("lr") == "auto"
+    lrs: dict[str, float | None] = {}
+
+    def options_for(job: R.Job) -> dict[str, Any]:
+        options = {**common, "img_size": sizes[job.model]}
+        if auto and lrs.get(job.name) is not None:
+            options["lr"] = lrs[job.name]
+        return options
+
+    first = {job.name: job for job in reversed(jobs)}  # each architecture's first job
+    for i, job in enumerate(jobs, 1):
+        if parallel and job is not first[job.name]:
+            continue  # trained below, across the GPUs
+        R.run(job, options_for(job), f"[{i}/{len(jobs)}]")
+        lrs.setdefault(job.name, R.resolved_lr(job.run_dir))
     if parallel:
         from classbench.comparison.parallel import train_parallel
 
-        train_parallel(jobs, {m: {**common, "img_size": sizes[m]} for m in models})
-    lrs: dict[str, float | None] = {}
-    for i, job in enumerate(jobs, 1):
-        options = {**common, "img_size": sizes[job.model]}
-        if common.get("lr") == "auto" and job.name in lrs:
-            options["lr"] = lrs[job.name]
-        R.run(job, options, f"[{i}/{len(jobs)}]")
-        lrs.setdefault(job.name, R.resolved_lr(job.run_dir))
+        rest = [j for j in jobs if j is not first[j.name]]
+        train_parallel(rest, {j.model: options_for(j) for j in rest})
+        for i, job in enumerate(rest, 1):
+            R.run(job, options_for(job), f"[{i}/{len(rest)}]")  # scores each run (trains any the GPUs did not)
     return lrs
 
 
@@ -169,8 +183,10 @@ def _decide(jobs: list[R.Job], manifest_path: Path, protocol: str, cv: bool, see
 def _final_model(out: Path, manifest_path: Path, selected: str, models: list[str], names: list[str],
                  common: dict[str, Any], lrs: dict[str, float | None], refit: bool, one_per_class: bool,
                  seed: int) -> dict[str, Path]:
-    """Refit the selected architecture on all non-test images (cross-validation) and evaluate it on the
-    test split, once. Returns ``{name: final run folder}`` for the models that have one."""
+    """The selected architecture's final model, evaluated on the test split once: after cross-validation
+    (``refit``) it is retrained on the split's train part with its checkpoint chosen on the val part (the
+    whole non-test pool, no fold held out); otherwise its base-seed run on that split already is. Returns
+    ``{name: final run folder}``."""
     from classbench.evaluation import evaluate
 
     model = models[names.index(selected)]
@@ -179,8 +195,8 @@ def _final_model(out: Path, manifest_path: Path, selected: str, models: list[str
         options = {**common, "img_size": _size_for(model, common.get("img_size")), "seed": seed}
         if lrs.get(selected) is not None and common.get("lr") == "auto":
             options["lr"] = lrs[selected]
-        R.run(R.Job(model, selected, "refit on all non-test images", final, manifest_path, seed, "val"), options,
-              "[final]")
+        R.run(R.Job(model, selected, "refit on the whole split (train + val)", final, manifest_path, seed, "val"),
+              options, "[final]")
     if not (final / "summary.json").is_file():
         return {}
     if not (final / "eval.json").is_file():
@@ -218,7 +234,7 @@ def _write(out: Path, jobs: list[R.Job], verdict: Any, held: R.HeldOut, finals: 
     standings = [s.to_dict() for s in verdict.standings]
     runs = {s["name"]: [j.run_dir for j in jobs if j.name == s["name"]] for s in standings}
     for run_dirs in runs.values():
-        if not (run_dirs[0] / "inference.json").is_file():
+        if not (run_dirs[0] / "inference.json").is_file():  # the speed of the architecture, from its first run
             atomic_write_json(run_dirs[0] / "inference.json", measure_inference(run_dirs[0]))
     rows = [build_row(s, runs[s["name"]], finals.get(s["name"]), _heldout_worst(held, s["name"]), lrs.get(s["name"]))
             for s in standings]

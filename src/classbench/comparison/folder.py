@@ -15,7 +15,8 @@ from classbench.errors import RunError
 from classbench.runs import atomic_write_json, command_line, environment_info, read_json
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
-SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "refit")
+# (--refit is not one: adding the final model to a finished compare keeps every run.)
+SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds")
 # compare()'s own defaults (the CLI reads them here); also what a folder made before these arguments existed had
 ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True}
 
@@ -64,14 +65,21 @@ def changed_training_options(before: dict[str, Any], now: dict[str, Any]) -> lis
 
 def ensure_split(out: Path, data: Any, val: float, test: float, seed: int) -> Path:
     """``out/split.csv``: made once (after ``check``, saved as ``check.json``) and shared by every model."""
+    from classbench.console import warn
     from classbench.data.check import check
-    from classbench.data.split import split
+    from classbench.data.split import carve_validation, split
 
     manifest_path = out / "split.csv"
     if not manifest_path.is_file():
         report = check(data)
         atomic_write_json(out / "check.json", report.to_dict())
-        result = split(data, val=val, test=test, seed=seed, out=manifest_path, report=report)
+        result = split(data, val=val, test=test, seed=seed, report=report)
+        manifest = result.manifest
+        if not manifest.subset("val") and val > 0 and manifest.subset("train"):
+            manifest = carve_validation(manifest, val, seed)  # once, so every model and seed shares it
+            warn(f"{data}: the given split has no validation part; took a stratified {val:.0%} of train as "
+                 "validation (checkpoints are chosen on it, never on test)")
+        manifest.save(manifest_path)
         update_state(out, given_split=result.given)
     return manifest_path
 

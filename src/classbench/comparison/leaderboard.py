@@ -13,9 +13,11 @@ LEADERBOARD_COLUMNS = [
     "model", "architecture", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean",
     "fold_std", "fold_low", "fold_high", "replicates", "params", "img_size", "lr", "train_seconds",
     "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "heldout_worst_class_recall",
-    "heldout_worst_class", "test_acc", "test_macro_f1", "test_balanced_acc", "worst_class_recall", "worst_class",
-    "ece", "run_dir",
+    "heldout_worst_class", "test_acc", "test_acc_low", "test_acc_high", "test_macro_f1", "test_macro_f1_low",
+    "test_macro_f1_high", "test_balanced_acc", "test_balanced_acc_low", "test_balanced_acc_high", "worst_class_recall",
+    "worst_class", "ece", "run_dir",
 ]
+TEST_METRICS = {"test_acc": "accuracy", "test_macro_f1": "macro_f1", "test_balanced_acc": "balanced_accuracy"}
 MARKDOWN_COLUMNS = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std",
                     "params", "img_size", "train_seconds", "infer_ms_batch1", "test_macro_f1", "test_balanced_acc",
                     "test_acc"]
@@ -54,8 +56,12 @@ def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, he
     first = summaries[0]
     inference = read_json(runs[0] / "inference.json") if (runs[0] / "inference.json").is_file() else {}
     test: dict[str, Any] = {}
+    ci: dict[str, Any] = {}
     if final is not None and (final / "eval.json").is_file():
-        test = read_json(final / "eval.json").get("metrics", {})
+        ev = read_json(final / "eval.json")
+        test, ci = ev.get("metrics", {}), ev.get("ci95", {})
+    intervals = {f"{column}_{end}": _r((ci.get(key) or [None, None])[i])
+                 for column, key in TEST_METRICS.items() for i, end in enumerate(("low", "high"))}
     delta_ci = standing.get("delta_ci") or [None, None]
     fold_ci = standing.get("fold_ci") or [None, None]
 
@@ -72,8 +78,8 @@ def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, he
         "lr": lr, "train_seconds": mean("training_seconds"), "train_images_per_s": mean("train_images_per_s"),
         "infer_ms_batch1": inference.get("ms_batch1"), "infer_images_per_s_batch32": inference.get("images_per_s_batch32"),
         "heldout_worst_class_recall": _r(heldout_worst[1]), "heldout_worst_class": heldout_worst[0],
-        "test_acc": _r(test.get("accuracy")), "test_macro_f1": _r(test.get("macro_f1")),
-        "test_balanced_acc": _r(test.get("balanced_accuracy")), "worst_class_recall": _r(test.get("worst_class_recall")),
+        **{column: _r(test.get(key)) for column, key in TEST_METRICS.items()}, **intervals,
+        "worst_class_recall": _r(test.get("worst_class_recall")),
         "worst_class": test.get("worst_class"), "ece": _r(test.get("ece")),
         "run_dir": str(final) if final is not None else "",
     }
@@ -130,6 +136,12 @@ def _delta(row: dict[str, Any]) -> str:
     return f"{row['delta']:.2f} ({row['delta_low']:.2f}\u2013{row['delta_high']:.2f})"
 
 
+def _with_ci(row: dict[str, Any], column: str) -> str:
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    interval = f" [{low:.2f}, {high:.2f}]" if isinstance(low, float) and isinstance(high, float) else ""
+    return f"{row[column]:.3f}{interval}"
+
+
 def render_leaderboard(board: Any, console: Any) -> None:
     """The verdict table (fits 80 columns; speed and size columns join from 100), the verdict sentence, the
     test estimate of the selected model, the label check."""
@@ -159,9 +171,10 @@ def render_leaderboard(board: Any, console: Any) -> None:
                           f"{escape(str(row.get('heldout_worst_class')))} on its held-out images (recall 0)")
     final = next((r for r in board.rows if r.get("test_macro_f1") is not None), None)
     if final:
+        numbers = ", ".join(f"{label} {_with_ci(final, column)}" for label, column in (
+            ("macro-F1", "test_macro_f1"), ("balanced acc", "test_balanced_acc"), ("acc", "test_acc")))
         console.print(f"[bold]Test[/] (the final, unbiased estimate; opened once, for {escape(str(final['model']))}):"
-                      f" macro-F1 {final['test_macro_f1']:.3f}, balanced acc {final['test_balanced_acc']:.3f}, "
-                      f"acc {final['test_acc']:.3f}; details: classbench evaluate {escape(str(final['run_dir']))}")
+                      f" {numbers} (95% CI); details: classbench evaluate {escape(str(final['run_dir']))}")
         if final.get("worst_class_recall") == 0:
             console.print(f"[bold red]warning:[/] on the test split {escape(str(final['model']))} never recognises "
                           f"class {escape(str(final.get('worst_class')))} (recall 0)")

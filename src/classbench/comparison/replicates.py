@@ -8,8 +8,9 @@ Layout inside a compare folder ``OUT``:
   the folds of its non-test images and each fold's training manifest (see ``classbench.data.folds``).
 * ``OUT/cv/<model>/fold-K/``: fold K's run (its ``test`` part is the held-out fold, not the test split).
 * ``OUT/cv/<model>/seed-S/``: ``--seeds``: the extra seeds' runs on the shared split.
-* ``OUT/<model>/``: the model a user gets (the refit on all non-test data for cross-validation; the
-  base seed's run otherwise); only this one is ever evaluated on the test split.
+* ``OUT/<model>/``: the model a user gets (after cross-validation, the selected architecture retrained on the
+  split's train part with its checkpoint chosen on val; the base seed's run otherwise); only this one is ever
+  evaluated on the test split.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ class Job:
     def predictions(self) -> Path:
         return self.run_dir / ("predictions.csv" if self.heldout == "test" else "predictions-val.csv")
 
-    @property
-    def done(self) -> bool:
-        return (self.run_dir / "summary.json").is_file() and self.predictions.is_file()
 
 
 def inner_val_fraction(val: float, test: float) -> float:

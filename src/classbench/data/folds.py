@@ -9,18 +9,18 @@ out-of-fold prediction per architecture, and every architecture sees the same fo
 Written here rather than taken from scikit-learn's ``StratifiedGroupKFold`` because that splitter does
 not promise every class in every fold (a 14-image class can miss a fold) and assigns a group by its
 first label; this one follows ``split``'s rules (a group belongs to its majority class; per-class
-shuffles from ``random.Random(f"{seed}/{class}")``, so a class's folds do not move when others change)
+shuffles from ``random.Random(f"{seed}/{class}")``, so which images of a class share a fold does not change
+when other classes are added, though the fold numbers may)
 and deals each class's groups, largest first, to the fold holding the fewest images of that class.
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import replace
 
 from classbench.data.manifest import Manifest, Sample
-from classbench.data.split import carve_validation
+from classbench.data.split import carve_validation, groups_by_class
 from classbench.errors import DataError
 
 DEFAULT_FOLDS = 5
@@ -33,15 +33,8 @@ def pool(manifest: Manifest) -> list[Sample]:
 
 
 def _class_groups(samples: list[Sample]) -> dict[str, list[list[Sample]]]:
-    """Groups (near-duplicates kept together) per majority class, each class's groups in path order."""
-    members: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        members[s.group or str(s.path)].append(s)
-    by_class: dict[str, list[list[Sample]]] = defaultdict(list)
-    for gid in sorted(members):
-        labels = sorted(s.label for s in members[gid])
-        by_class[max(sorted(set(labels)), key=labels.count)].append(members[gid])
-    return by_class
+    """Groups (near-duplicates kept together) per majority class, as ``split`` makes them."""
+    return groups_by_class(samples, {str(s.path): s.group or str(s.path) for s in samples})
 
 
 def max_folds(manifest: Manifest) -> tuple[int, str | None]:

@@ -158,17 +158,28 @@ def carve_validation(manifest: Manifest, fraction: float, seed: int = 0) -> Mani
     return Manifest([by_path.get(str(s.path), s) for s in manifest.samples], manifest.classes)
 
 
-def _assign(
-    samples: list[Sample], groups: dict[str, str], val: float, test: float, test_per_class: int | None, seed: int
-) -> tuple[list[Sample], list[str]]:
+def majority_label(labels: list[str]) -> str:
+    """The class a near-duplicate group belongs to: its most common label (ties: the first in sorted order)."""
+    ordered = sorted(labels)
+    return max(sorted(set(ordered)), key=ordered.count)
+
+
+def groups_by_class(samples: list[Sample], groups: dict[str, str]) -> dict[str, list[list[Sample]]]:
+    """``{class: [group, ...]}``: samples joined by ``groups[path]``, each group under its majority label, groups in
+    the sorted order of their ids (the one rule that split, folds and the verdict's bootstrap share)."""
     members: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         members[groups[str(s.path)]].append(s)
     by_class: dict[str, list[list[Sample]]] = defaultdict(list)
     for gid in sorted(members):
-        group = members[gid]
-        labels = sorted(s.label for s in group)
-        by_class[max(sorted(set(labels)), key=labels.count)].append(group)
+        by_class[majority_label([s.label for s in members[gid]])].append(members[gid])
+    return by_class
+
+
+def _assign(
+    samples: list[Sample], groups: dict[str, str], val: float, test: float, test_per_class: int | None, seed: int
+) -> tuple[list[Sample], list[str]]:
+    by_class = groups_by_class(samples, groups)
     split_of: dict[str, str] = {}
     notes: list[str] = []
     for label in sorted(by_class):

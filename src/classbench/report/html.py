@@ -44,12 +44,16 @@ COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"),
            "fold_std": ("fold std", "score"), "fold_low": ("fold 95% low", "score"), "fold_high": ("fold 95% high", "score"),
            "replicates": ("runs", "int"), "lr": ("learning rate", "text"),
            "heldout_worst_class_recall": ("held-out worst recall", "score"),
-           "heldout_worst_class": ("held-out worst class", "text")}
+           "heldout_worst_class": ("held-out worst class", "text"),
+           **{f"{k}_{end}": (f"{label} 95% {end}", "score") for k, label in (
+               ("test_acc", "test acc"), ("test_macro_f1", "test macro-F1"), ("test_balanced_acc", "test bal. acc"))
+              for end in ("low", "high")}}
 VERDICT_ORDER = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std",
                  "fold_low", "fold_high", "heldout_worst_class_recall", "heldout_worst_class", "test_macro_f1",
-                 "test_balanced_acc", "test_acc", "worst_class_recall", "worst_class", "ece", "params", "img_size", "lr",
-                 "replicates", "train_seconds", "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32",
-                 "architecture", "run_dir"]
+                 "test_macro_f1_low", "test_macro_f1_high", "test_balanced_acc", "test_balanced_acc_low",
+                 "test_balanced_acc_high", "test_acc", "test_acc_low", "test_acc_high", "worst_class_recall",
+                 "worst_class", "ece", "params", "img_size", "lr", "replicates", "train_seconds",
+                 "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "architecture", "run_dir"]
 MAX_LABEL_ISSUES_SHOWN = 24
 METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
            ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"),
@@ -367,6 +371,7 @@ def _verdict(folder: Path, models: list[dict[str, Any]], notes: list[dict[str, s
     return {**verdict, "figure": _figure(folder / "verdict.png", "Verdict"),
             "final": final and {"name": final["name"], "metrics": final["metrics"],
                                 "n_images": final["eval"].get("n_images")},
+            "no_final": not verdict.get("final"),
             "label_issues": issues[:MAX_LABEL_ISSUES_SHOWN], "label_issues_total": len(issues),
             "label_issues_figure": _figure(folder / "label_issues.png", "Images whose label to check first")}
 
