@@ -179,7 +179,7 @@ def render_leaderboard(board: Any, console: Any) -> None:
             console.print(f"[bold red]warning:[/] on the test split {escape(str(final['model']))} never recognises "
                           f"class {escape(str(final.get('worst_class')))} (recall 0)")
     if board.label_issues:
-        console.print(f"Label check: {board.label_issues} image(s) whose label looks wrong, most likely first: "
-                      f"{escape(str(board.path / 'label_issues.csv'))}")
+        console.print(f"Label check: {board.label_issues} image(s) where the models confidently disagree with the "
+                      f"label, likeliest errors first: {escape(str(board.path / 'label_issues.csv'))}")
     if board.report:
         console.print(f"Report: {escape(str(board.report))}")
