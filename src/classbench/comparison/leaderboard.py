@@ -138,8 +138,11 @@ def _delta(row: dict[str, Any]) -> str:
 
 def _with_ci(row: dict[str, Any], column: str) -> str:
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
-    interval = f" [{low:.2f}, {high:.2f}]" if isinstance(low, float) and isinstance(high, float) else ""
-    return f"{row[column]:.3f}{interval}"
+    if not (isinstance(low, float) and isinstance(high, float)):
+        return f"{row[column]:.3f}"
+    if high - low < 1e-9:  # a bootstrap where every resample scores the same says nothing about the spread
+        return f"{row[column]:.3f} [bootstrap: no spread]"
+    return f"{row[column]:.3f} [{low:.2f}, {high:.2f}]"
 
 
 def render_leaderboard(board: Any, console: Any) -> None:
@@ -158,8 +161,9 @@ def render_leaderboard(board: Any, console: Any) -> None:
                          overflow="ellipsis", max_width=20 if title == "model" else None)
     for row in board.rows:
         spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
+        seconds = row.get("train_seconds")
         cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row), spread,
-                 _fmt(row.get("train_seconds"), "")]
+                 "-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"]
         if wide:
             cells += [_fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
         table.add_row(*cells, style="bold green" if row["status"] == "best" else None)

@@ -234,7 +234,8 @@ def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tupl
     for message in result.warnings:
         warn(message)
     counts = {s: sum(result.manifest.counts(s).values()) for s in ("train", "val", "test")}
-    note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} (test locked away)."
+    how = "as given" if result.given else "test locked away"  # a compare's fold run: its test part is the held-out fold
+    note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} ({how})."
     if counts["val"] == 0:
         raise ClassbenchError(f"{config.data}: the split has no validation images; use --val > 0 or add images")
     return result.manifest, note
