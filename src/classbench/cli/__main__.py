@@ -1,0 +1,5 @@
+"""``python -m classbench.cli``."""
+
+from classbench.cli import main
+
+main()

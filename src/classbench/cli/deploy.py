@@ -1,0 +1,69 @@
+"""Commands that use a trained model: predict and export."""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from classbench.cli._app import app, friendly
+from classbench.console import console
+
+
+@app.command()
+@friendly
+def predict(
+    run: Path = typer.Argument(..., help="A run folder, model.safetensors/model.json, or an exported .onnx."),
+    paths: list[str] = typer.Argument(..., help="Images, folders (recursive) and globs ('photos/*.jpg')."),
+    top_k: int = typer.Option(3, help="Classes to show per image."),
+    format: str = typer.Option("table", "--format", help="table|csv|json"),
+    out: Optional[Path] = typer.Option(None, help="Write CSV/JSON here instead of stdout."),
+    reject_below: Optional[float] = typer.Option(None, help="Label 'unknown' when the top probability is below P."),
+    backend: str = typer.Option("auto", help="auto|torch|onnx (auto: ONNX Runtime when an up-to-date export exists)."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+) -> None:
+    """Predict classes with probabilities; unreadable files are reported and do not stop the batch."""
+    from classbench.predict import expand_inputs, load, predictions_to_csv, predictions_to_json, render_predictions
+    from classbench.runs import atomic_write_text
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    clf = load(run, backend=backend)
+    files, problems = expand_inputs(paths)
+    preds = problems + clf.predict_batch(files, batch_size=batch_size, top_k=top_k, reject_below=reject_below)
+    if format == "table":
+        if out:
+            raise typer.BadParameter("--out needs --format csv or json")
+        if getattr(clf, "note", None):
+            console.print(clf.note, markup=False, style="dim")
+        render_predictions(preds, console, top_k=top_k)
+    else:
+        text = predictions_to_csv(preds, top_k) if format == "csv" else predictions_to_json(preds, top_k)
+        if out:
+            atomic_write_text(out, text)
+            console.print(f"Wrote {len(preds)} predictions to {out}")
+        else:
+            sys.stdout.write(text)
+    failed = sum(1 for p in preds if p.error)
+    if failed:
+        console.print(f"[yellow]{failed} of {len(preds)} inputs could not be read (listed above with reasons)[/]")
+        if failed == len(preds):
+            raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def export(
+    run: Path = typer.Argument(..., help="A run folder."),
+    format: str = typer.Option("onnx", "--format", help="onnx (the one format: ONNX Runtime, TensorRT, OpenVINO)."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 17; 13 for older TensorRT)."),
+    dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis (--no-dynamic-batch for a fixed batch of 1)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: inside the run folder)."),
+) -> None:
+    """Export for deployment (ONNX for ONNX Runtime / TensorRT on Jetson) and check parity with PyTorch."""
+    from classbench.exporting import export as run_export
+    from classbench.exporting import render_export
+
+    result = run_export(run, format=format, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, out=out)
+    render_export(result, console)

@@ -1,0 +1,36 @@
+"""Options that several commands share, declared once (help text here, defaults from the dataclass).
+
+Each alias is ``Annotated[type, typer.Option(...)]``; a command writes ``epochs: Epochs = D["epochs"]``, so the
+default a user sees comes from :data:`classbench.training.config.DEFAULTS`, the one source of options.
+``Optional[...]`` is spelled out because typer releases before 0.15 do not read ``X | None``.
+"""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from classbench.training.config import DEFAULTS as D
+
+__all__ = ["D", "Data", "Epochs", "ImgSize", "Pretrained", "BatchSize", "Balance", "Augment", "Precision", "Lr",
+           "Val", "Test", "CheckpointEvery", "Overwrite"]
+
+LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate range test picks one per "
+           "architecture (recorded in config.yaml).")
+CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
+                         "(0: every epoch); also after a new best model and after the final epoch.")
+
+Data = Annotated[Path, typer.Argument(help="Class folders, pre-split folders (train/val/test) or a CSV manifest.")]
+Epochs = Annotated[int, typer.Option(help="Training epochs (the same budget for every model of a compare).")]
+ImgSize = Annotated[Optional[int], typer.Option(help="Input size in pixels (default: each model's own).")]
+Pretrained = Annotated[bool, typer.Option(help="Fine-tune the model's pretrained weights (downloads via timm) "
+                                          "instead of training from scratch.")]
+BatchSize = Annotated[str, typer.Option(help="Batch size or 'auto'.")]
+Balance = Annotated[str, typer.Option(help="auto|none|weights|sampler: how class imbalance is handled.")]
+Augment = Annotated[str, typer.Option(help="none|light|strong|aerial (aerial adds vertical flips and 90° turns).")]
+Precision = Annotated[str, typer.Option(help="auto|32|bf16-mixed|16-mixed (auto: bf16 where it is native).")]
+Lr = Annotated[Optional[str], typer.Option(help=LR_HELP)]
+Val = Annotated[float, typer.Option(help="Validation fraction when classbench makes the split.")]
+Test = Annotated[float, typer.Option(help="Locked test fraction when classbench makes the split.")]
+CheckpointEvery = Annotated[float, typer.Option(help=CHECKPOINT_EVERY_HELP)]
+Overwrite = Annotated[bool, typer.Option(help="Start the output folder afresh.")]

@@ -1,0 +1,159 @@
+"""Commands that train: train (one architecture), compare (a bake-off with a verdict), demo."""
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from classbench.cli._app import app, devices, folds, friendly, int_or_auto, learning_rate, names
+from classbench.cli.options import (
+    Augment,
+    Balance,
+    BatchSize,
+    CheckpointEvery,
+    D,
+    Epochs,
+    ImgSize,
+    Lr,
+    Overwrite,
+    Precision,
+    Pretrained,
+    Test,
+    Val,
+)
+from classbench.comparison.folder import ARG_DEFAULTS as COMPARE
+from classbench.console import console
+
+FOLDS_HELP = ("K-fold cross-validation over the non-test images (the test split stays locked): every model trains on "
+              "the same K folds and the verdict uses out-of-fold predictions. 'auto': 5 folds when at most 3000 "
+              "non-test images (fewer if the rarest class cannot fill 5), else 1 (one split).")
+
+
+@app.command()
+@friendly
+def train(
+    data: Optional[Path] = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
+    model: str = typer.Option(D["model"], "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
+    pretrained: Pretrained = D["pretrained"],
+    weights: Optional[Path] = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
+    epochs: Epochs = D["epochs"],
+    img_size: ImgSize = None,
+    batch_size: BatchSize = D["batch_size"],
+    balance: Balance = D["balance"],
+    augment: Augment = D["augment"],
+    precision: Precision = D["precision"],
+    patience: Optional[int] = typer.Option(None, help="Stop after N epochs without improvement."),
+    monitor: str = typer.Option(D["monitor"], help="val_macro_f1|val_balanced_acc|val_acc|val_loss."),
+    freeze_epochs: Optional[int] = typer.Option(None, help="Train only the new head for N epochs first (transfer)."),
+    lr: Lr = None,
+    grad_clip: float = typer.Option(D["grad_clip"], help="Clip the gradient norm to this value (0 turns clipping off)."),
+    checkpoint_every: CheckpointEvery = D["checkpoint_every"],
+    seed: int = typer.Option(D["seed"], help="Seed for split, initialisation and order."),
+    val: Val = D["val"],
+    test: Test = D["test"],
+    cache: str = typer.Option(D["cache"], help="auto|memory|disk|off: cache decoded, resized images."),
+    accelerator: str = typer.Option(D["accelerator"], help="auto|cpu|gpu"),
+    devices_: str = typer.Option(D["devices"], "--devices", help="Number of devices, or 'auto'."),
+    num_nodes: int = typer.Option(D["num_nodes"], help="Nodes for multi-node DDP."),
+    strategy: str = typer.Option(D["strategy"], help="auto|ddp|ddp_spawn|..."),
+    compile: bool = typer.Option(D["compile"], "--compile", help="torch.compile the model (slow start, sometimes faster)."),
+    folds_: int = typer.Option(1, "--folds", help="Cross-validate this one architecture over K folds first (a compare of "
+                               "one model: out-of-fold estimate and label check, then the model retrained on the whole split)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<model>)."),
+    overwrite: Overwrite = D["overwrite"],
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
+) -> None:
+    """Train one architecture end to end (from scratch or pretrained) into a run folder."""
+    from classbench.workflow import resume as resume_run
+    from classbench.workflow import train as run_train
+
+    if resume is not None:
+        result = resume_run(resume)
+    else:
+        if data is None:
+            raise typer.BadParameter("give DATA (or --resume RUN)")
+        options = dict(
+            pretrained=pretrained, weights=str(weights) if weights else None, epochs=epochs, img_size=img_size,
+            batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment, precision=precision,
+            patience=patience, monitor=monitor, freeze_epochs=freeze_epochs, lr=learning_rate(lr), grad_clip=grad_clip,
+            checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
+            devices=devices(devices_), num_nodes=num_nodes, strategy=strategy, compile=compile, overwrite=overwrite,
+        )
+        if folds_ > 1:  # a compare of one architecture: every option reaches each fold's run
+            from classbench.comparison import compare as run_compare
+            from classbench.comparison import render_leaderboard
+
+            board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds_, **options)
+            render_leaderboard(board, console)
+            return
+        result = run_train(data, model=model, out=str(out) if out else None, **options)
+    if result.summary:
+        print_train_summary(result)
+
+
+def print_train_summary(result: Any) -> None:
+    """The two lines after a training run: its best epoch and where the run folder is."""
+    s = result.summary
+    best = s.get("best_metrics", {})
+    console.print(
+        f"[bold green]Done[/] {s.get('model')}: {s.get('epochs_run')} epochs in {s.get('training_seconds')} s "
+        f"({s.get('train_images_per_s')} img/s). Best epoch {s.get('best_epoch')}: val macro-F1 "
+        f"{best.get('val_macro_f1')}, balanced acc {best.get('val_balanced_acc')}, acc {best.get('val_acc')}."
+    )
+    console.print(f"Run folder: {result.path}  (next: classbench evaluate {result.path})")
+
+
+@app.command()
+@friendly
+def compare(
+    data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated names (default: densenet121,inception_v3,mobilenetv2,resnet50)."),
+    epochs: Epochs = D["epochs"],
+    img_size: ImgSize = None,
+    pretrained: Pretrained = D["pretrained"],
+    batch_size: BatchSize = D["batch_size"],
+    balance: Balance = D["balance"],
+    augment: Augment = D["augment"],
+    precision: Precision = D["precision"],
+    seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model."),
+    folds_: str = typer.Option(str(COMPARE["folds"]), "--folds", help=FOLDS_HELP),
+    seeds: int = typer.Option(COMPARE["seeds"], help="Instead of folds: train every model N times (seeds SEED.."
+                              "SEED+N-1) on the one split."),
+    refit: bool = typer.Option(COMPARE["refit"], help="Give the selected architecture a final model (after cross-validation: "
+                               "retrained on the whole split) and test it once (--no-refit: the verdict only; the test "
+                               "split stays unopened)."),
+    lr: Lr = None,
+    val: Val = D["val"],
+    test: Test = D["test"],
+    preset: Optional[str] = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
+    parallel: bool = typer.Option(False, "--parallel", help="Spread the runs over the GPUs of this machine."),
+    out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
+    checkpoint_every: CheckpointEvery = D["checkpoint_every"],
+    overwrite: Overwrite = D["overwrite"],
+) -> None:
+    """Train several architectures on the same folds; a verdict (ties called ties), never chosen on test."""
+    from classbench.comparison import compare as run_compare
+    from classbench.comparison import render_leaderboard
+
+    board = run_compare(
+        data, models=names(models), out=out, epochs=epochs, img_size=img_size, seed=seed, preset=preset,
+        folds=folds(folds_), seeds=seeds, refit=refit, parallel=parallel, overwrite=overwrite, val=val, test=test,
+        pretrained=pretrained, batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
+        precision=precision, lr=learning_rate(lr), checkpoint_every=checkpoint_every,
+    )
+    render_leaderboard(board, console)
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo data and the compare go."),
+    epochs: int = typer.Option(8, help="Epochs per model."),
+    overwrite: bool = typer.Option(True, help="Start afresh (default) or resume with --no-overwrite."),
+) -> None:
+    """The whole path on built-in data: imbalanced digits -> 4-model compare -> report.html."""
+    from classbench.comparison import demo as run_demo
+    from classbench.comparison import render_leaderboard
+
+    board = run_demo(out, epochs=epochs, overwrite=overwrite)
+    render_leaderboard(board, console)
