@@ -7,7 +7,7 @@ The single-split leaderboard this replaces changed winner with the seed (issue 1
 resnet50 / densenet121 / densenet121 for seeds 0 / 1 / 2, with gaps of 0.0004 and 0.0005 between places).
 
 Usage: .venv/bin/python benchmarks/bakeoff_stability.py [--seeds 0,1,2] [--folds auto] [--epochs 12]
-       [--img-size 96] [--work runs/bakeoff-stability] [--lr auto]
+       [--img-size 96] [--work runs/bakeoff-stability-v2] [--lr auto]
 The work folder is kept (compares resume: an interrupted benchmark continues where it stopped).
 """
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--models", default="densenet121,inception_v3,mobilenetv2,resnet50")
     parser.add_argument("--lr", default=None, help="a number, or 'auto' for the learning-rate finder")
     parser.add_argument("--refit", action="store_true", help="also refit and test the selected model")
-    parser.add_argument("--work", default="runs/bakeoff-stability")
+    parser.add_argument("--work", default="runs/bakeoff-stability-v2")
     parser.add_argument("--out", default="bakeoff_stability", help="results file name in benchmarks/results/")
     args = parser.parse_args()
     data = need_drone()
@@ -56,7 +56,8 @@ def main() -> None:
                          "selected": board.rows[0]["model"], "best_set": verdict_set(board),
                          "wall_seconds_this_call": round(seconds, 1), "rows": board.rows})
         rows += [{"seed": seed, **{k: r.get(k) for k in ("model", "status", "heldout_macro_f1", "delta", "delta_low",
-                                                         "delta_high", "fold_mean", "fold_std", "lr")}}
+                                                         "delta_high", "fold_delta_low", "fold_delta_high", "fold_mean",
+                                                         "fold_std", "lr")}}
                  for r in board.rows]
         write_results(args.out, {"args": vars(args), "seeds": per_seed})  # after every seed: nothing is lost
     print_table(rows, ["seed", "model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean",

@@ -151,6 +151,7 @@ def test_the_verdict_table_fits_80_columns_without_cutting_a_number() -> None:
     def row(name: str, status: str, score: float, delta: float | None) -> dict:
         return {"model": name, "status": status, "heldout_macro_f1": score, "delta": delta,
                 "delta_low": None if delta is None else delta - 0.051, "delta_high": None if delta is None else delta + 0.049,
+                "fold_delta_low": None if delta is None else delta - 0.1, "fold_delta_high": None if delta is None else delta + 0.1,
                 "fold_mean": score, "fold_std": 0.0512, "train_seconds": 1234.5, "infer_ms_batch1": 12.3,
                 "params": 25_557_032, "test_macro_f1": 0.8123 if status == "best" else None, "test_balanced_acc": 0.8,
                 "test_acc": 0.9, "run_dir": "runs/cmp/densenet121" if status == "best" else "",
@@ -167,7 +168,8 @@ def test_the_verdict_table_fits_80_columns_without_cutting_a_number() -> None:
     assert max(len(line) for line in lines) <= 80
     table = [line for line in lines if line.lstrip().startswith(("densenet121", "resnet50", "mobilenetv2"))]
     assert len(table) == 3 and all("\u2026" not in line.split(None, 1)[1] for line in table)  # only a long name is cut
-    assert "0.02 (-0.03\u20130.07)" in text and "0.23 (0.18\u20130.28)" in text and "0.74\u00b10.05" in text
+    assert "0.02 [-0.03,0.07]" in text and "0.23 [0.18,0.28]" in text and "0.74\u00b10.05" in text
+    assert "[-0.08,0.12]" in text and "[0.13,0.33]" in text  # the paired interval over folds
     flat = " ".join(text.split())
     assert "Test (the final, unbiased estimate; opened once, for densenet121): macro-F1 0.812 [0.70, 0.90]" in flat
     wide = Console(width=120, record=True, file=io.StringIO())

@@ -90,3 +90,29 @@ def test_auto_folds_depend_on_the_pool_size(manifest: Manifest, monkeypatch) -> 
     assert resolve_folds("auto", manifest) == 1  # large data: one split
     with pytest.raises(DataError, match=">= 1"):
         resolve_folds(0, manifest)
+
+
+def test_each_fold_trains_with_its_own_seed_shared_by_every_architecture(manifest: Manifest, tmp_path: Path) -> None:
+    from classbench.comparison.replicates import plan
+
+    manifest.save(tmp_path / "split.csv")
+    jobs = plan(tmp_path, tmp_path / "split.csv", ["resnet18", "mobilenetv2"], ["resnet18", "mobilenetv2"], folds=3,
+                seeds=1, seed=7, inner_val=0.2)
+    seeds = {(j.name, j.label): j.seed for j in jobs}
+    assert [seeds[("resnet18", f"fold {k}/3")] for k in (1, 2, 3)] == [7, 8, 9]  # K draws of training randomness
+    assert all(seeds[("mobilenetv2", f"fold {k}/3")] == seeds[("resnet18", f"fold {k}/3")] for k in (1, 2, 3))  # paired
+    assert (tmp_path / "folds" / "fold-3.csv").is_file()
+
+
+def test_a_compare_folder_whose_folds_shared_one_seed_is_not_resumed(tmp_path: Path) -> None:
+    from classbench.comparison.folder import FOLD_SEEDS, open_folder
+    from classbench.errors import RunError
+    from classbench.runs import atomic_write_json
+
+    args = {"data": "d", "models": ["m"], "epochs": 1, "img_size": 32, "seed": 0, "preset": None, "val": 0.2,
+            "test": 0.1, "folds": "auto", "seeds": 1, "refit": True, "train_options": {}}
+    atomic_write_json(tmp_path / "compare.json", {"args": args})  # made before fold seeds existed
+    with pytest.raises(RunError, match="same seed; pass --overwrite"):
+        open_folder(tmp_path, {**args, "fold_seeds": FOLD_SEEDS}, overwrite=False)
+    atomic_write_json(tmp_path / "compare.json", {"args": {**args, "fold_seeds": FOLD_SEEDS}})
+    open_folder(tmp_path, {**args, "fold_seeds": FOLD_SEEDS}, overwrite=False)  # the same compare: resumes

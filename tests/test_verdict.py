@@ -119,3 +119,35 @@ def test_bootstrap_in_small_chunks_decides_the_same(monkeypatch) -> None:
     chunked = decide(results, y, N_CLASSES, "p", groups=groups, n_boot=300)
     assert [s.status for s in chunked.standings] == [s.status for s in whole.standings] == ["best", "tied", "worse"]
     assert chunked.standings[2].delta_ci[0] > 0.2
+
+
+def test_a_model_the_images_separate_but_the_folds_do_not_is_tied() -> None:
+    # the bootstrap over images alone calls c clearly worse; its per-fold differences to the top swing around 0
+    # (one training went well, another badly), so the paired fold test keeps it tied
+    y = _labels()
+    good, bad = _noisy(y, 0.15, seed=2), _noisy(y, 0.6, seed=3)
+    top_folds, c_folds = [0.80, 0.60, 0.82, 0.58, 0.81], [0.62, 0.79, 0.57, 0.80, 0.60]
+    verdict = decide({"a": Replicates([good], top_folds), "c": Replicates([bad], c_folds)}, y, N_CLASSES, "p", cv=True)
+    c = verdict.standings[1]
+    assert c.delta_ci[0] > 0.1  # the images alone would separate them
+    low, high = c.fold_delta_ci
+    assert low < 0 < high and c.status == "tied"
+    assert "over images" in verdict.sentence and "over folds" in verdict.sentence
+    # consistent per-fold wins: both tests separate, so c is worse
+    steady = decide({"a": Replicates([good], [0.80, 0.81, 0.79, 0.82, 0.80]),
+                     "c": Replicates([bad], [0.60, 0.62, 0.59, 0.61, 0.60])}, y, N_CLASSES, "p", cv=True)
+    assert steady.standings[1].status == "worse" and steady.standings[1].fold_delta_ci[0] > 0.1
+
+
+def test_paired_fold_interval_matches_the_corrected_t_by_hand() -> None:
+    from scipy.stats import t
+
+    from classbench.verdict import paired_fold_interval
+
+    top, other = [0.70, 0.75, 0.72, 0.78, 0.74], [0.68, 0.70, 0.73, 0.71, 0.69]
+    d = np.subtract(top, other)
+    half = t.ppf(0.975, 4) * d.std(ddof=1) * np.sqrt(1 / 5 + 1 / 4)
+    assert paired_fold_interval(top, other, cv=True) == pytest.approx((d.mean() - half, d.mean() + half))
+    half_seeds = t.ppf(0.975, 4) * d.std(ddof=1) * np.sqrt(1 / 5)
+    assert paired_fold_interval(top, other, cv=False) == pytest.approx((d.mean() - half_seeds, d.mean() + half_seeds))
+    assert paired_fold_interval([0.7], [0.6], cv=True) is None and paired_fold_interval(top, other[:3], cv=True) is None

@@ -8,10 +8,15 @@ architecture is macro-F1 on those predictions (averaged over replicates). Each a
 with the top one by a **paired, stratified cluster bootstrap**: near-duplicate groups are resampled within
 their class (a class keeps its number of groups, which macro-F1 on rare classes needs; an image and its
 burst twin are not two pieces of evidence), replicates are resampled too when there are several, and every
-model gets the same draws (paired). A model whose 95% interval of the difference to the top includes 0 is
-*tied* with it. Fold-to-fold spread
-is shown too: mean, std and a 95% interval over folds with the Nadeau-Bengio correction for overlapping
-training sets (the naive t-interval over folds is too narrow).
+model gets the same draws (paired). That interval holds the images fixed as a sample and the trainings
+fixed as done; it does not see training-to-training variation (another initialisation, another fold).
+
+So a second, paired test runs over the replicates: the per-fold (or per-seed) differences to the top, with
+the Nadeau-Bengio corrected t-interval for K-fold (their variance inflated by ``1/K + 1/(K-1)`` for the
+overlapping training sets; Nadeau & Bengio 2003, Bouckaert & Frank 2004). Fold runs use different seeds
+(``classbench.comparison.replicates.plan``), so this interval carries initialisation noise too. A model is
+*worse* only when **both** 95% intervals exclude 0; otherwise it is *tied* with the top. Fold-to-fold spread
+of each model's own score is shown too (mean, std and the same corrected interval).
 """
 
 from __future__ import annotations
@@ -46,13 +51,15 @@ class Standing:
     fold_std: float | None
     fold_ci: tuple[float, float] | None
     delta: float = 0.0  # top's score minus this one's
-    delta_ci: tuple[float, float] | None = None
+    delta_ci: tuple[float, float] | None = None  # paired image bootstrap
+    fold_delta_ci: tuple[float, float] | None = None  # paired corrected t over folds (or seeds)
     status: str = "best"  # best | tied | worse
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "score": self.score, "fold_mean": self.fold_mean, "fold_std": self.fold_std,
                 "fold_ci": list(self.fold_ci) if self.fold_ci else None, "delta": self.delta,
-                "delta_ci": list(self.delta_ci) if self.delta_ci else None, "status": self.status}
+                "delta_ci": list(self.delta_ci) if self.delta_ci else None,
+                "fold_delta_ci": list(self.fold_delta_ci) if self.fold_delta_ci else None, "status": self.status}
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Verdict:
     protocol: str
     n_images: int
     metric: str = "macro-F1"
+    unit: str = "folds"  # what the replicates are: folds (cross-validation) or seeds
     sentence: str = ""
     tied: list[str] = field(default_factory=list)
 
@@ -133,8 +141,10 @@ def _bootstrap_scores(results: Mapping[str, Replicates], y_true: np.ndarray, n_c
     return out
 
 
-def _fold_spread(scores: Sequence[float], cv: bool) -> tuple[float | None, float | None, tuple[float, float] | None]:
-    """Mean, std and 95% interval of per-fold scores (Nadeau-Bengio corrected for K-fold, t over seeds)."""
+def _fold_spread(scores: Sequence[float], cv: bool, clip: tuple[float, float] = (0.0, 1.0),
+                 ) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """Mean, std and 95% interval of per-fold values (Nadeau-Bengio corrected for K-fold, t over seeds),
+    clipped to ``clip`` (a score lies in [0, 1], a difference of scores in [-1, 1])."""
     if len(scores) < 2:
         return (float(scores[0]) if scores else None), None, None
     from scipy.stats import t
@@ -143,7 +153,16 @@ def _fold_spread(scores: Sequence[float], cv: bool) -> tuple[float | None, float
     k, mean, std = len(x), float(x.mean()), float(x.std(ddof=1))
     factor = 1 / k + (1 / (k - 1) if cv else 0.0)  # n_test / n_train = 1 / (K - 1) in K-fold
     half = float(t.ppf(0.975, k - 1)) * std * math.sqrt(factor)
-    return mean, std, (max(0.0, mean - half), min(1.0, mean + half))
+    return mean, std, (max(clip[0], mean - half), min(clip[1], mean + half))
+
+
+def paired_fold_interval(top: Sequence[float], other: Sequence[float], cv: bool) -> tuple[float, float] | None:
+    """95% interval of the top's per-fold (or per-seed) advantage over ``other``, paired by fold; None when
+    there are fewer than two paired replicates (one run: the image bootstrap is all there is)."""
+    if len(top) < 2 or len(top) != len(other):
+        return None
+    diffs = np.asarray(top, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    return _fold_spread(list(diffs), cv, clip=(-1.0, 1.0))[2]
 
 
 def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int, protocol: str,
@@ -169,17 +188,22 @@ def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int
             diff = boots[top] - boots[name]
             low, high = (float(q) for q in np.quantile(diff, [0.025, 0.975]))
             s.delta, s.delta_ci = point[top] - point[name], (low, high)
-            s.status = "tied" if low <= 0.0 else "worse"
+            s.fold_delta_ci = paired_fold_interval(results[top].fold_scores, results[name].fold_scores, cv)
+            separated = low > 0.0 and (s.fold_delta_ci is None or s.fold_delta_ci[0] > 0.0)
+            s.status = "worse" if separated else "tied"
         standings.append(s)
-    verdict = Verdict(standings, protocol, len(y_true))
+    verdict = Verdict(standings, protocol, len(y_true), unit="folds" if cv else "seeds")
     verdict.tied = [s.name for s in standings if s.status == "tied"]
     verdict.sentence = sentence(verdict)
     return verdict
 
 
-def _ci(s: Standing) -> str:
+def _ci(s: Standing, unit: str = "folds") -> str:
     low, high = s.delta_ci or (0.0, 0.0)
-    return f"\u0394 macro-F1 {s.delta:.3f}, 95% CI {low:.3f} to {high:.3f}"
+    text = f"\u0394 macro-F1 {s.delta:.3f}, 95% CI {low:.3f} to {high:.3f}"
+    if s.fold_delta_ci:
+        text += f" over images, {s.fold_delta_ci[0]:.3f} to {s.fold_delta_ci[1]:.3f} over {unit}"
+    return text
 
 
 def _names(names: list[str]) -> str:
@@ -196,10 +220,10 @@ def sentence(verdict: Verdict) -> str:
         return f"{top.name}: macro-F1 {top.score:.3f} ({where}); nothing to compare it with."
     if tied:
         head = (f"{_names([top.name] + [s.name for s in tied])} are tied "
-                f"({'; '.join(f'{s.name}: {_ci(s)}' for s in tied)})")
+                f"({'; '.join(f'{s.name}: {_ci(s, verdict.unit)}' for s in tied)})")
     else:
         head = f"{top.name} is best (macro-F1 {top.score:.3f})"
     if worse:
         verb = "is" if len(worse) == 1 else "are"
-        head += f"; {_names([s.name for s in worse])} {verb} worse ({'; '.join(f'{s.name}: {_ci(s)}' for s in worse)})"
+        head += f"; {_names([s.name for s in worse])} {verb} worse ({'; '.join(f'{s.name}: {_ci(s, verdict.unit)}' for s in worse)})"
     return f"{head} [{where}]."

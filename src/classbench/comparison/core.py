@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from classbench.comparison import replicates as R
-from classbench.comparison.folder import ARG_DEFAULTS, ensure_split, open_folder, safe_name
+from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split, open_folder, safe_name
 from classbench.comparison.leaderboard import build_row, measure_inference, write_figures, write_leaderboard
 from classbench.console import info, warn
 from classbench.errors import DataError, RunError
@@ -77,7 +77,7 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
     out = Path(out) if out else Path("runs") / "compare"
     args = {"data": str(data), "models": models, "epochs": epochs, "img_size": img_size, "seed": seed,
             "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds, "refit": refit,
-            "train_options": train_options}
+            "fold_seeds": FOLD_SEEDS, "train_options": train_options}
     open_folder(out, args, overwrite)
     manifest_path = ensure_split(out, data, val, test, seed)
     k = _resolve_folds(out, manifest_path, folds if seeds == 1 else 1)

@@ -16,9 +16,10 @@ from classbench.runs import atomic_write_json, command_line, environment_info, r
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
 # (--refit is not one: adding the final model to a finished compare keeps every run.)
-SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds")
+SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "fold_seeds")
 # compare()'s own defaults (the CLI reads them here); also what a folder made before these arguments existed had
-ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True}
+ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True, "fold_seeds": "shared"}
+FOLD_SEEDS = "seed+fold"  # how fold runs are seeded now (folders made before 2026-12 gave every fold one seed)
 
 
 def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
@@ -28,6 +29,9 @@ def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
         previous = read_json(state_file).get("args", {})
         changed = [k for k in SHAPING_ARGS if previous.get(k, ARG_DEFAULTS.get(k)) != args[k]]
         changed += changed_training_options(previous.get("train_options", {}), args["train_options"])
+        if "fold_seeds" in changed:
+            raise RunError(f"{out}: made by an older classbench that gave every fold the same seed; pass --overwrite "
+                           "to redo it with one seed per fold, or another --out")
         if changed:
             raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
         info(f"Resuming the compare in {out}: finished runs are kept.", markup=False)

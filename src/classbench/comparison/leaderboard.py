@@ -10,15 +10,16 @@ from typing import Any
 from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
 LEADERBOARD_COLUMNS = [
-    "model", "architecture", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean",
-    "fold_std", "fold_low", "fold_high", "replicates", "params", "img_size", "lr", "train_seconds",
+    "model", "architecture", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_delta_low",
+    "fold_delta_high", "fold_mean", "fold_std", "fold_low", "fold_high", "replicates", "params", "img_size", "lr", "train_seconds",
     "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "heldout_worst_class_recall",
     "heldout_worst_class", "test_acc", "test_acc_low", "test_acc_high", "test_macro_f1", "test_macro_f1_low",
     "test_macro_f1_high", "test_balanced_acc", "test_balanced_acc_low", "test_balanced_acc_high", "worst_class_recall",
     "worst_class", "ece", "run_dir",
 ]
 TEST_METRICS = {"test_acc": "accuracy", "test_macro_f1": "macro_f1", "test_balanced_acc": "balanced_accuracy"}
-MARKDOWN_COLUMNS = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_mean", "fold_std",
+MARKDOWN_COLUMNS = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_delta_low",
+                    "fold_delta_high", "fold_mean", "fold_std",
                     "params", "img_size", "train_seconds", "infer_ms_batch1", "test_macro_f1", "test_balanced_acc",
                     "test_acc"]
 
@@ -63,6 +64,7 @@ def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, he
     intervals = {f"{column}_{end}": _r((ci.get(key) or [None, None])[i])
                  for column, key in TEST_METRICS.items() for i, end in enumerate(("low", "high"))}
     delta_ci = standing.get("delta_ci") or [None, None]
+    fold_delta_ci = standing.get("fold_delta_ci") or [None, None]
     fold_ci = standing.get("fold_ci") or [None, None]
 
     def mean(key: str) -> float | None:
@@ -72,7 +74,8 @@ def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, he
     return {
         "model": standing["name"], "architecture": first.get("model"), "status": standing["status"],
         "heldout_macro_f1": _r(standing["score"]), "delta": _r(standing["delta"]) if standing["status"] != "best" else None,
-        "delta_low": _r(delta_ci[0]), "delta_high": _r(delta_ci[1]), "fold_mean": _r(standing.get("fold_mean")),
+        "delta_low": _r(delta_ci[0]), "delta_high": _r(delta_ci[1]),
+        "fold_delta_low": _r(fold_delta_ci[0]), "fold_delta_high": _r(fold_delta_ci[1]), "fold_mean": _r(standing.get("fold_mean")),
         "fold_std": _r(standing.get("fold_std")), "fold_low": _r(fold_ci[0]), "fold_high": _r(fold_ci[1]),
         "replicates": len(runs), "params": first.get("num_params"), "img_size": first.get("img_size"),
         "lr": lr, "train_seconds": mean("training_seconds"), "train_images_per_s": mean("train_images_per_s"),
@@ -133,7 +136,12 @@ def _fmt(value: Any, key: str) -> str:
 def _delta(row: dict[str, Any]) -> str:
     if row.get("delta") is None:
         return "-"
-    return f"{row['delta']:.2f} ({row['delta_low']:.2f}\u2013{row['delta_high']:.2f})"
+    return f"{row['delta']:.2f} [{row['delta_low']:.2f},{row['delta_high']:.2f}]"
+
+
+def _fold_delta(row: dict[str, Any]) -> str:
+    low, high = row.get("fold_delta_low"), row.get("fold_delta_high")
+    return "-" if low is None or high is None else f"[{low:.2f},{high:.2f}]"
 
 
 def _with_ci(row: dict[str, Any], column: str) -> str:
@@ -146,7 +154,7 @@ def _with_ci(row: dict[str, Any], column: str) -> str:
 
 
 def render_leaderboard(board: Any, console: Any) -> None:
-    """The verdict table (fits 80 columns; speed and size columns join from 100), the verdict sentence, the
+    """The verdict table (fits 80 columns; time, speed and size columns join from 100), the verdict sentence, the
     test estimate of the selected model, the label check."""
     from rich import box
     from rich.markup import escape
@@ -154,18 +162,19 @@ def render_leaderboard(board: Any, console: Any) -> None:
 
     wide = console.width >= 100
     table = Table(title=escape(f"Verdict ({board.protocol})"), header_style="bold", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    columns = ["model", "status", "F1", "\u0394 F1 (95% CI)", "folds", "s/run"] + (["ms/img", "params"] if wide else [])
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    unit = "folds" if "fold" in board.protocol else "seeds"
+    columns = ["model", "status", "F1", "\u0394 F1 \\[images]", f"\\[{unit}]", "mean\u00b1sd"]
+    columns += ["s/run", "ms/img", "params"] if wide else []
     for title in columns:
         table.add_column(title, justify="left" if title in ("model", "status") else "right", no_wrap=True,
-                         overflow="ellipsis", max_width=20 if title == "model" else None)
+                         overflow="ellipsis", max_width=16 if title == "model" else None)
     for row in board.rows:
         spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
         seconds = row.get("train_seconds")
-        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row), spread,
-                 "-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"]
+        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row), _fold_delta(row), spread]
         if wide:
-            cells += [_fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
+            cells += ["-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}",_fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
         table.add_row(*cells, style="bold green" if row["status"] == "best" else None)
     console.print(table)
     console.print(f"[bold]Verdict:[/] {escape(board.sentence)}", soft_wrap=False)

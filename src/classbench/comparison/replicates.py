@@ -52,10 +52,15 @@ def inner_val_fraction(val: float, test: float) -> float:
 
 def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], folds: int, seeds: int, seed: int,
          inner_val: float) -> list[Job]:
-    """Every job of the compare, fold (or seed) outermost so each architecture's first replicate comes early."""
+    """Every job of the compare, fold (or seed) outermost so each architecture's first replicate comes early.
+
+    Fold k (0-based) trains with seed ``seed + k``, the same for every architecture (paired): K folds are then
+    K draws of the training randomness too (initialisation, order, augmentation), so the fold-to-fold spread
+    and the verdict's paired fold test carry it. One seed for every fold would repeat one draw K times: on
+    drone_maritime (seed 1) one unlucky draw made resnet50 lose every fold to densenet121."""
     if folds > 1:
         paths = write_fold_manifests(out, manifest_path, folds, seed, inner_val)
-        return [Job(m, n, f"fold {k + 1}/{folds}", out / "cv" / n / f"fold-{k + 1}", paths[k], seed, "test")
+        return [Job(m, n, f"fold {k + 1}/{folds}", out / "cv" / n / f"fold-{k + 1}", paths[k], seed + k, "test")
                 for k in range(folds) for m, n in zip(models, names)]
     jobs = []
     for r in range(seeds):

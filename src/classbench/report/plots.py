@@ -2,15 +2,15 @@
 windows, safe from threads) and written atomically. Each public ``plot_*`` has a ``_build_*`` twin that
 returns the Figure, so tests can inspect its text.
 
-User text (class and model names) is always shown literally: see ``_literal``.
+User text (class and model names) is always shown literally: see ``classbench.report.style._literal``. The
+image grids (``contact_sheet``: misclassified images, labels to check) are drawn with Pillow in
+``classbench.report.sheets`` and importable from here too.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,45 +20,28 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from classbench.runs import atomic_save_figure, atomic_write_bytes
+from classbench.report.sheets import _thumbnail, contact_sheet  # noqa: F401 - re-exported: callers import it from here
+from classbench.report.style import (  # noqa: F401 - re-exported, as above
+    BLUE,
+    GREEN,
+    ORANGE,
+    PALETTE,
+    TICK_CHARS,
+    VERMILLION,
+    _literal,
+    _num,
+    _short,
+    _tick,
+)
+from classbench.runs import atomic_save_figure
 
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-BLUE, ORANGE, GREEN, VERMILLION = PALETTE[:4]
-TICK_CHARS = 24
 ACC_SERIES = [("train_acc", "train accuracy", BLUE, "-"), ("val_acc", "val accuracy", ORANGE, "-"),
               ("val_macro_f1", "val macro-F1", GREEN, "--"), ("val_balanced_acc", "val balanced acc.", VERMILLION, "--")]
 LOSS_SERIES = [("train_loss", "train loss", BLUE, "-"), ("val_loss", "val loss", ORANGE, "-")]
 
 
-def _literal(text: Any) -> str:
-    """Text that matplotlib draws verbatim. Escaping every ``$`` as ``\\$`` leaves no unescaped dollar, so
-    mathtext never starts and matplotlib drops exactly the escapes it sees; outside mathtext backslashes
-    are drawn as they are, so escaping them too would double them on screen."""
-    return str(text).replace("\n", " ").replace("$", r"\$")
-
-
-def _short(text: Any, n: int = TICK_CHARS) -> str:
-    s = str(text).replace("\n", " ")
-    return s if len(s) <= n else s[: n - 1] + "\u2026"
-
-
-def _tick(text: Any, n: int = TICK_CHARS) -> str:
-    """Truncate first, then escape (so an escape is never cut in half)."""
-    return _literal(_short(text, n))
-
-
 def _colors(n: int) -> list:
     return PALETTE[:n] if n <= len(PALETTE) else [matplotlib.colormaps["viridis"](x) for x in np.linspace(0, 0.92, n)]
-
-
-def _num(value: Any) -> float | None:
-    """A finite float from a CSV cell / JSON value, else None (for None, "", "nan", junk)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -378,71 +361,3 @@ def plot_class_counts(counts: Mapping[str, int], path: str | Path,
                       split_counts: Mapping[str, Mapping[str, int]] | None = None) -> Path:
     """Images per class (stacked by split when given); the title gives the max/min imbalance ratio."""
     return atomic_save_figure(_build_class_counts(counts, split_counts), path)
-
-
-@lru_cache(maxsize=8)
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-    try:
-        from matplotlib import font_manager
-
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-    except (OSError, ImportError):  # pragma: no cover - no FreeType or no font file
-        return ImageFont.load_default()
-
-
-def _thumbnail(path: Any, size: int) -> Any:
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-        method = Image.Resampling.NEAREST if max(im.size) < size / 2 else Image.Resampling.LANCZOS
-        return ImageOps.contain(im, (size, size), method)
-    except Exception:  # noqa: BLE001 - unreadable/truncated/not an image/decompression bomb: grey tile
-        return None
-
-
-def _fit(draw: Any, prefix: str, name: str, suffix: str, font: Any, width: int) -> str:
-    """``prefix + name + suffix`` with ``name`` shortened (ellipsis) until it fits ``width`` pixels."""
-    text = prefix + name + suffix
-    while draw.textlength(text, font=font) > width and name:
-        name = name[:-1]
-        text = prefix + name + "\u2026" + suffix
-    return text
-
-
-def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path, thumb: int = 96,
-                  cols: int = 6, captions: tuple[str, str] = ("true", "pred"), empty: str = "no misclassified images"
-                  ) -> Path:
-    """PNG grid of (image path, class A, class B, probability) tiles captioned ``captions`` (by default the
-    true and the predicted class of a mistake; the label check passes ("given", "suggested"))."""
-    from PIL import Image, ImageDraw
-
-    font = _font(max(9, thumb // 9))
-    line, pad = int(getattr(font, "size", 11)) + 3, 5
-    tile_w, tile_h = max(thumb, 128) + 2 * pad, thumb + 2 * line + 3 * pad
-    cols = max(1, min(cols, len(items)))
-    rows = max(1, math.ceil(len(items) / cols))
-    sheet = Image.new("RGB", (cols * tile_w, rows * tile_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    if not items:
-        draw.text((pad, pad), empty, fill="black", font=font)
-    for k, (img_path, true, pred, prob) in enumerate(items):
-        x0, y0 = (k % cols) * tile_w + pad, (k // cols) * tile_h + pad
-        inner = tile_w - 2 * pad
-        img = _thumbnail(img_path, thumb)
-        if img is None:
-            draw.rectangle([x0 + (inner - thumb) // 2, y0, x0 + (inner + thumb) // 2 - 1, y0 + thumb - 1],
-                           fill=(170, 170, 170))
-            draw.text((x0 + inner // 2, y0 + thumb // 2), "unreadable", fill="white", font=font, anchor="mm")
-        else:
-            sheet.paste(img, (x0 + (inner - img.width) // 2, y0 + (thumb - img.height) // 2))
-        p = _num(prob)
-        y_text = y0 + thumb + pad
-        draw.text((x0, y_text), _fit(draw, f"{captions[0]}: ", str(true), "", font, inner), fill="black", font=font)
-        draw.text((x0, y_text + line), _fit(draw, f"{captions[1]}: ", str(pred), "" if p is None else f" (p={p:.2f})",
-                                            font, inner), fill=VERMILLION, font=font)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())

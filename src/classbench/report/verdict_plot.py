@@ -1,5 +1,6 @@
 """The verdict as a picture: each architecture's held-out macro-F1 (its per-fold spread as an interval) and its
-difference to the top one with the paired-bootstrap interval; tied models in the top's colour family."""
+difference to the top one with its two paired intervals (bootstrap over images, corrected t over folds); tied
+models in the top's colour family."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def build_verdict(standings: Sequence[Mapping[str, Any]], title: str = "") -> Fi
         if s.get("delta_ci"):
             low, high = s["delta_ci"]
             right.plot([low, high], [yi, yi], color=colour, lw=2)
+        if s.get("fold_delta_ci"):  # the paired test over folds, drawn just below (thin)
+            low, high = s["fold_delta_ci"]
+            right.plot([low, high], [yi + 0.2, yi + 0.2], color=colour, lw=1, ls="--")
         right.scatter([s.get("delta") or 0.0], [yi], color=colour, edgecolor="black", zorder=3, s=45)
         right.annotate(_literal(str(s.get("status"))), (1.0, yi), xycoords=("axes fraction", "data"),
                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=colour)
@@ -37,7 +41,7 @@ def build_verdict(standings: Sequence[Mapping[str, Any]], title: str = "") -> Fi
     left.set_yticks(y, [_tick(s["name"], 28) for s in standings])
     left.invert_yaxis()
     left.set(xlabel="held-out macro-F1 (bar: 95% interval over folds)", xlim=(-0.02, 1.02))
-    right.set(xlabel="\u0394 macro-F1 to the top (bar: paired 95% CI)")
+    right.set(xlabel="\u0394 macro-F1 to the top (paired 95% CI: solid over images, dashed over folds)")
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
     if title:
