@@ -158,7 +158,7 @@ def _plain_loop(data: Path, model_name: str, size: int, batch: int, steps: int =
 
 def model_only_limit(name: str, size: int, batch: int, copies: int) -> BenchRow:
     """The same training step on synthetic tensors, one epoch's worth of steps (12 x 32 of 393 images per copy)."""
-    return classbench.bench([name], img_size=size, batch_size=batch, steps=12 * copies, warmup=3, onnx=False).rows[0]
+    return classbench.bench([name], img_size=size, batch_size=batch, steps=12 * copies, warmup=3, exports=()).rows[0]
 
 
 def classbench_row(data: Path, work: Path, name: str, size: int, batch: int, epochs: int, copies: int) -> dict:

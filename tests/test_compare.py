@@ -16,7 +16,6 @@ import yaml
 import classbench
 from classbench.comparison import LEADERBOARD_COLUMNS
 from classbench.errors import RunError
-from classbench.training.child import child_command
 from tests.synth import make_class_folders, wait_for_file
 
 TINY = ["test_efficientnet", "resnet18"]
@@ -288,16 +287,3 @@ def test_rerun_with_other_training_options_is_refused(data, tmp_path) -> None:
     # the same conditions spelled otherwise, and another checkpoint interval, are the same compare
     classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, folds=1,
                        augment="light", checkpoint_every=0, progress=False)
-
-
-def test_parallel_child_process_trains_with_every_shared_option(data, tmp_path) -> None:
-    """The process a parallel compare starts per GPU gets every option, also those without a CLI flag."""
-    options = {"epochs": 1, "img_size": 32, "seed": 3, "progress": False, "batch_size": 8, "grad_clip": 1.0,
-               "label_smoothing": 0.1, "checkpoint_every": 0.0, "monitor": "val_balanced_acc", "augment": "none"}
-    run = tmp_path / "child"
-    done = subprocess.run(child_command(data, "test_efficientnet", run, options, accelerator="cpu"),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    args = yaml.safe_load((run / "config.yaml").read_text())["args"]
-    assert {k: args[k] for k in options if k != "progress"} == {k: v for k, v in options.items() if k != "progress"}
-    assert args["accelerator"] == "cpu" and args["devices"] == 1 and (run / "summary.json").is_file()

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,38 @@ def test_corrupt_test_image_is_reported_and_skipped(run: Path) -> None:
     result = evaluate(run, progress=False, batch_size=10)
     assert result.n_images == len(manifest.subset("test")) - 1
     assert result.skipped and any("broken.png" in w for w in result.warnings)
+
+
+def test_misclassified_sheet_gains_a_heatmap_row_when_grad_cam_is_installed(
+        run: Path, tested: tuple[Path, EvalResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classbench import evaluation
+
+    with_maps, result = tested
+    explained = json.loads((with_maps / "eval.json").read_text())["explain"]
+    n = min(evaluation.EXPLAIN_MISTAKES, len(result.misclassified))
+    assert n >= 6 and explained == result.explain
+    assert explained["n_images"] == n and explained["method"] == "gradcam" and explained["layer"] == "bn2"
+    assert 0 < explained["seconds"] < 60 and "error" not in explained
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # grad-cam not installed: the sheet as before
+    plain = evaluate(run, progress=False)
+    assert plain.explain is None and json.loads(plain.json_path.read_text())["explain"] is None
+    monkeypatch.delitem(sys.modules, "pytorch_grad_cam")
+    two = evaluate(run, out=tmp_path / "two", progress=False, heatmaps=2)  # the bound: the 2 most confident only
+    assert two.explain["n_images"] == 2
+    assert evaluate(run, out=tmp_path / "none", progress=False, heatmaps=0).explain is None
+    sizes = {}
+    for name, folder in (("all", with_maps), ("plain", run), ("two", tmp_path / "two")):
+        with Image.open(folder / "misclassified.png") as im:
+            sizes[name] = im.size
+    heat_row = 96 + 5  # one thumbnail and its padding per row holding a heatmap (6 tiles a row)
+    assert sizes["all"][0] == sizes["plain"][0] == sizes["two"][0]
+    assert sizes["all"][1] - sizes["plain"][1] == -(-n // 6) * heat_row
+    assert sizes["two"][1] - sizes["plain"][1] == heat_row
+    from classbench.report.html import build_report
+
+    page = build_report(with_maps, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"under the {n} most confident: where the model saw the class it chose (gradcam at bn2," in page
+    assert "most confident" not in build_report(run, tmp_path / "plain.html").read_text(encoding="utf-8")
 
 
 def test_inference_stays_fp32_under_an_enclosing_bf16_autocast(run: Path, tested: tuple[Path, EvalResult],

@@ -1,5 +1,6 @@
-"""Export: ONNX parity with PyTorch, metadata, dynamic batch, damaged/stale files, a recalibrated temperature,
-fallback; running ONNX files never needs classbench.exporting."""
+"""Export of fp32/fp16 ONNX: parity with PyTorch, metadata, dynamic batch, damaged/stale files, a recalibrated
+temperature, fallback; running ONNX files never needs classbench.exporting. INT8, OpenVINO, TensorRT and the
+per-class parity report (export.json): tests/test_export_parity.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 
 from classbench.errors import ClassbenchError, ModelError
-from classbench.exporting import OnnxSession, _parity, export, physical_cores, render_export
+from classbench.exporting import OnnxSession, export, physical_cores, render_export
+from classbench.exporting.parity import Samples, agreement
 from classbench.models import create_model, save_model
 from classbench.predict import load
 from classbench.runs import file_sha256
@@ -123,8 +125,9 @@ def test_parity_uses_the_runs_split_images_and_torchscript_is_gone(tmp_path: Pat
     (run / "split.csv").write_text("path,label,split,group\n" + "".join(rows))
     result = export(run)
     assert result.path == run / "model.onnx" and result.parity["max_abs_prob_diff"] < 1e-4
-    assert result.parity["samples"] == 4  # the test + val images of the run's split
-    with pytest.raises(ClassbenchError, match="unknown export format 'torchscript'; use onnx"):
+    assert (result.parity["samples"], result.parity["images"]) == (1, "val")  # the val split by default
+    assert export(run, parity_split="test").parity["samples"] == 3  # the test split when asked
+    with pytest.raises(ClassbenchError, match="unknown export format 'torchscript'; use onnx, openvino or tensorrt"):
         export(run, format="torchscript")
 
 
@@ -135,7 +138,9 @@ def test_fp16_export_keeps_float32_io_and_model_onnx(tmp_path: Path) -> None:
     assert result.parity["tolerance"] is None and result.parity["top1_agreement"] >= 0.9
     out = OnnxSession(result.path).run(np.zeros((2, 3, 32, 32), np.float32))
     assert out.dtype == np.float32 and out.shape == (2, 3)
-    assert load(run).backend == "torch"  # predict never picks the fp16 file
+    assert load(run).backend == "torch"  # predict never picks the fp16 file unless named
+    half = load(run, backend="onnx-fp16")
+    assert half.backend == "onnx-fp16" and half.predict_proba(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
 
 
 def test_corrupted_onnx_gives_clear_error(tmp_path: Path) -> None:
@@ -217,9 +222,11 @@ def test_falls_back_to_dynamo_exporter(tmp_path: Path) -> None:
 
 def test_parity_failure_raises_with_numbers() -> None:
     ref = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], np.float32)
+    samples = Samples([torch.zeros(2, 3, 4, 4, dtype=torch.uint8)], None, "random", 0)
+    meta = {"temperature": 1.0, "classes": CLASSES}
     with pytest.raises(ModelError, match=r"max probability difference .* > 1e-04"):
-        _parity(ref, ref + np.array([[0.5, 0, 0], [0, 0, 0]], np.float32), {"temperature": 1.0}, 1e-4)
-    assert _parity(ref, ref, {"temperature": 1.0}, 1e-4)["top1_agreement"] == 1.0
+        agreement(ref, ref + np.array([[0.5, 0, 0], [0, 0, 0]], np.float32), samples, meta, tolerance=1e-4)
+    assert agreement(ref, ref, samples, meta, tolerance=1e-4)["top1_agreement"] == 1.0
 
 
 def test_render_and_bad_arguments(exported, tmp_path: Path) -> None:

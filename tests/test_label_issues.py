@@ -47,11 +47,20 @@ def test_exact_flags_suggestions_and_order() -> None:
         issue.margin = 0.0  # frozen
 
 
-def test_ranked_by_margin_then_index() -> None:
-    # t0 = t1 = .55; margins: idx2 .4, idx3 .8, idx6 .6, idx7 .6 (a tie, broken by index).
+def test_ranked_by_self_confidence_then_margin_then_index() -> None:
+    # t0 = t1 = .55; self-confidence: idx3 .1, idx6 .2, idx7 .2 (a tie on margin too, broken by index), idx2 .3
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     probs = np.array([[.9, .1], [.9, .1], [.3, .7], [.1, .9], [.1, .9], [.1, .9], [.8, .2], [.8, .2]])
     assert [(it.index, it.suggested) for it in find_label_issues(labels, probs)] == [(3, 1), (6, 0), (7, 0), (2, 1)]
+
+
+def test_a_label_below_its_threshold_that_another_class_outranks_is_flagged() -> None:
+    # t0 = .575, t1 = .85: neither sample 2 nor 3 clears t1, but each is below t0 and predicted as class 1
+    # (class 2, which nobody is labelled with, is never suggested). Sample 2 has the lower self-confidence
+    # (.2 against .3), so it comes first although its margin is smaller (.3 against .4).
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    probs = np.array([[.9, .05, .05], [.9, .05, .05], [.2, .5, .3], [.3, .7, 0], [.1, .9, 0], [.1, .8, .1]])
+    assert _as_tuples(find_label_issues(labels, probs)) == [(2, 0, 1, 0.3, 0.2), (3, 0, 1, 0.4, 0.3)]
 
 
 def test_suggestion_is_best_class_that_clears_its_threshold() -> None:
@@ -129,7 +138,7 @@ def test_finds_flipped_labels_in_separable_clusters() -> None:
     assert len(set(top) & truth) / len(truth) >= 0.8  # precision at k = number flipped
     caught = [it for it in issues if it.index in truth]
     assert sum(it.suggested == y[it.index] for it in caught) / len(caught) >= 0.9  # suggests the original class
-    assert all(issues[i].margin >= issues[i + 1].margin for i in range(len(issues) - 1))
+    assert all(issues[i].self_confidence <= issues[i + 1].self_confidence for i in range(len(issues) - 1))
 
 
 CLASSES = ["ca,t", "döck ⚓", "lift \"big\""]  # folder names: a comma, unicode, quotes

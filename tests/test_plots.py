@@ -179,6 +179,35 @@ def test_contact_sheet(tmp_path):
     check_png(P.contact_sheet([], tmp_path / "empty.png"), 50, 50)
 
 
+def test_contact_sheet_heatmap_row(tmp_path):
+    from classbench.report.sheets import heat_overlay
+
+    items = []
+    for i in range(8):
+        f = tmp_path / f"img{i}.png"
+        Image.new("RGB", (40, 40), (128, 128, 128)).save(f)
+        items.append((f, "cat", "dog", 0.9))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    items[1] = (tmp_path / "bad.png", "cat", "dog", 0.8)
+    ramp = np.tile(np.linspace(0, 1, 12, dtype=np.float32), (12, 1))  # 0 on the left, 1 on the right
+    plain = P.contact_sheet(items, tmp_path / "plain.png", thumb=96, cols=6)
+    first_row = P.contact_sheet(items, tmp_path / "heat.png", thumb=96, cols=6, heatmaps=[ramp, ramp, None, ramp])
+    both_rows = P.contact_sheet(items, tmp_path / "heat2.png", thumb=96, cols=6, heatmaps=[ramp] * 8)
+    with Image.open(plain) as a, Image.open(first_row) as b, Image.open(both_rows) as c:
+        assert a.width == b.width == c.width
+        assert b.height - a.height == 96 + 5 and c.height - a.height == 2 * (96 + 5)  # one heatmap row per image row
+        tile_w = b.width // 6
+        y = 5 + 96 + 5 + 48  # the middle of the first tile's heatmap
+        left, right = b.getpixel((tile_w // 2 - 40, y)), b.getpixel((tile_w // 2 + 40, y))
+        assert left[2] > left[0] and right[0] > right[2]  # jet: blue where the map is 0, red where it is 1
+        assert b.getpixel((2 * tile_w + tile_w // 2, y)) == (255, 255, 255)  # no map for tile 3: blank
+        assert b.getpixel((tile_w + tile_w // 2, y)) == (255, 255, 255)  # unreadable image: no overlay
+        assert b.getpixel((tile_w + tile_w // 2, 5 + 10)) == (170, 170, 170)  # ...but its grey placeholder
+    grey = Image.new("RGB", (30, 20), (100, 100, 100))
+    over = heat_overlay(grey, np.full((5, 5), np.nan, dtype=np.float32))  # NaN is read as 0
+    assert over.size == (30, 20) and over.getpixel((0, 0))[2] > over.getpixel((0, 0))[0]
+
+
 def test_no_pyplot_import():
     code = "import sys, classbench.report.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -276,3 +276,50 @@ def test_iter_batches_keeps_order_and_reports_failures(images: Path, tmp_path: P
 def test_prediction_defaults() -> None:
     assert Prediction("a.png", [("x", 0.7), ("y", 0.3)]).label == "x"
     assert Prediction("b.png", [], error="boom").label is None
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained model folder with a hand-written split.csv (12 train, 6 val images), exported as onnx-int8
+    (agreement not enforced: the model is untrained) and as an OpenVINO IR."""
+    from classbench.exporting import export
+
+    root = tmp_path_factory.mktemp("deploy")
+    run = make_model_folder(root / "run")
+    paths = write_images(root / "images", 18, seed=5)
+    rows = [f"{os.path.relpath(p, run)},{CLASSES[i % 3]},{'train' if i < 12 else 'val'},\n" for i, p in enumerate(paths)]
+    (run / "split.csv").write_text("path,label,split,group\n" + "".join(rows))
+    export(run, int8=True, min_agreement=0.0)
+    export(run, format="openvino")
+    return run
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino"])
+def test_predict_cli_runs_the_int8_and_openvino_exports(exported_run: Path, images: Path, backend: str) -> None:
+    from typer.testing import CliRunner
+
+    from classbench.cli import app
+
+    files = sorted(str(p) for p in images.glob("*.png"))
+    result = CliRunner().invoke(app, ["predict", str(exported_run), *files, "--backend", backend, "--format", "json"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    expected = load(exported_run, backend=backend).predict_batch(files)
+    assert [r["label"] for r in rows] == [p.label for p in expected] and all(r["error"] is None for r in rows)
+    assert load(exported_run, backend=backend).backend == backend
+    if backend == "openvino":  # fp32 IR (bf16 at most on this CPU): the same top-1 as PyTorch
+        torch_labels = [p.label for p in load(exported_run, backend="torch").predict_batch(files)]
+        assert [r["label"] for r in rows] == torch_labels
+
+
+def test_a_missing_export_backend_names_the_command(run_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from classbench.cli import app
+
+    for backend, command in (("onnx-int8", "--int8"), ("openvino-int8", "--format openvino --int8")):
+        with pytest.raises(ModelError, match=f"not found; create it with `classbench export .* {command}`"):
+            load(run_dir, backend=backend)
+    result = CliRunner().invoke(app, ["predict", str(run_dir), "x.png", "--backend", "tflite"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "choose auto, torch, onnx, onnx-fp16, onnx-int8, openvino, openvino-int8" in result.output

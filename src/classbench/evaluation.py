@@ -8,7 +8,10 @@ class-level warnings come from ``classbench.intervals``. The temperature is alwa
 validation logits and stored in ``model.json``. Images are decoded and batched by
 ``classbench.inference.iter_batches`` and run by the ``Classifier`` of ``classbench.predict.load``: the same path
 as ``predict``, so an image gets the same probabilities from both (fp32, any enclosing autocast disabled). An
-unreadable image is skipped and listed in ``warnings``.
+unreadable image is skipped and listed in ``warnings``. When ``grad-cam`` is installed, the ``heatmaps`` (default
+``EXPLAIN_MISTAKES``; 0: none) most confident mistakes get a heatmap row in ``misclassified.png``
+(``classbench.explain``: where the model saw the class it wrongly chose); ``eval.json``'s ``explain`` says how
+(method, layer, images) and what it cost (seconds).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from classbench.runs import atomic_write_json, atomic_write_text, read_json
 __all__ = ["PREDICTION_COLUMNS", "EvalResult", "evaluate", "read_predictions", "render_eval", "write_predictions"]
 
 MAX_MISCLASSIFIED = 36
+EXPLAIN_MISTAKES = 12  # heatmaps for the most confident mistakes: two rows of the sheet, a bounded cost
 N_BOOT = 1000
 FIGURES = ("confusion", "class_probabilities", "reliability", "misclassified")
 
@@ -62,6 +66,7 @@ class EvalResult:
     skipped: list[str] = field(default_factory=list)
     misclassified: list[dict[str, Any]] = field(default_factory=list)
     critical: list[str] = field(default_factory=list)  # the class-level subset of ``warnings`` (shown in red)
+    explain: dict[str, Any] | None = None  # the heatmap row: method, layer, n_images, seconds (None: no grad-cam)
     out_dir: Path = Path(".")
     json_path: Path = Path("eval.json")
 
@@ -80,8 +85,9 @@ class _Inference:
 
 
 def evaluate(run: str | Path, split: str = "test", data: str | Path | None = None, tta: bool = False,
-             out: str | Path | None = None, batch_size: int = 64, progress: bool = True) -> EvalResult:
-    """Evaluate ``run`` on its ``split`` ("test" or "val") or on a held-out ``data`` folder/CSV."""
+             out: str | Path | None = None, batch_size: int = 64, progress: bool = True,
+             heatmaps: int | None = None) -> EvalResult:
+    """Evaluate ``run`` on its ``split`` ("test"/"val") or a held-out ``data`` folder/CSV (``heatmaps``: see the module)."""
     from classbench import metrics as M
     from classbench.predict import load
 
@@ -115,6 +121,7 @@ def evaluate(run: str | Path, split: str = "test", data: str | Path | None = Non
                         f"{', '.join(map(repr, missing))} (support 0, metrics undefined)")
     critical = class_warnings(summary, what)
     wrong = _worst_mistakes(inf.samples, y_true, y_pred, probs, classes)
+    maps, explained = _explain_mistakes(clf, wrong, classes, EXPLAIN_MISTAKES if heatmaps is None else heatmaps)
     cpm = M.class_probability_matrix(probs, y_true, len(classes))
 
     suffix = "" if tag is None else f"-{tag}"
@@ -130,10 +137,10 @@ def evaluate(run: str | Path, split: str = "test", data: str | Path | None = Non
                    "backend": clf.backend, "batch_size": batch_size, "tta_views": len(views or [()])},
         n_unknown_images=sum(unknown.values()), skipped=inf.skipped,
         misclassified=[{"path": str(p), "true": t, "pred": q, "p": pr} for p, t, q, pr in wrong],
-        critical=critical, out_dir=out_dir, json_path=out_dir / f"eval{suffix}.json",
+        critical=critical, explain=explained, out_dir=out_dir, json_path=out_dir / f"eval{suffix}.json",
     )
     title = f"{clf.meta.get('architecture', 'model')} on {what}"
-    _write_files(result, inf.samples, y_true, probs, cpm, wrong, title)
+    _write_files(result, inf.samples, y_true, probs, cpm, wrong, title, maps)
     atomic_write_json(result.json_path, result.to_dict())
     return result
 
@@ -285,8 +292,20 @@ def _worst_mistakes(samples: Sequence[Sample], y_true: np.ndarray, y_pred: np.nd
     return [(samples[i].path, classes[y_true[i]], classes[y_pred[i]], float(probs[i, y_pred[i]])) for i in order]
 
 
+def _explain_mistakes(clf: Any, wrong: list[tuple[Path, str, str, float]], classes: list[str],
+                      n: int) -> tuple[list[Any], dict[str, Any] | None]:
+    """Heatmaps of the predicted (wrong) class for the first ``n`` mistakes, and what it took."""
+    if not wrong or n < 1:
+        return [], None
+    from classbench.explain import mistake_heatmaps
+
+    worst = wrong[:n]
+    return mistake_heatmaps(clf, [p for p, *_ in worst], [classes.index(pred) for _, _, pred, _ in worst])
+
+
 def _write_files(result: EvalResult, samples: Sequence[Sample], y_true: np.ndarray, probs: np.ndarray,
-                 cpm: np.ndarray, wrong: list[tuple[Path, str, str, float]], title: str) -> None:
+                 cpm: np.ndarray, wrong: list[tuple[Path, str, str, float]], title: str,
+                 heatmaps: Sequence[Any] = ()) -> None:
     """The figures, ``confusion.csv`` and ``predictions.csv`` named in ``result.figures``."""
     from classbench.metrics import reliability_bins
     from classbench.report.plots import contact_sheet, plot_class_probabilities, plot_confusion, plot_reliability
@@ -297,7 +316,7 @@ def _write_files(result: EvalResult, samples: Sequence[Sample], y_true: np.ndarr
     plot_class_probabilities(cpm, classes, out / fig["class_probabilities"], title)
     plot_reliability(bins, result.metrics["ece"], out / fig["reliability"],
                      f"{title} (T = {result.metrics['temperature']:.2f})")
-    contact_sheet(wrong, out / fig["misclassified"])
+    contact_sheet(wrong, out / fig["misclassified"], heatmaps=heatmaps)
     rows = [[name, *map(int, row)] for name, row in zip(classes, cm)]
     atomic_write_text(out / fig["confusion_csv"], csv_text([["true \\ predicted", *classes], *rows]))
     write_predictions(out / fig["predictions_csv"], [s.path for s in samples], [s.label for s in samples], probs,
@@ -344,6 +363,12 @@ def render_eval(result: EvalResult, console: Any) -> None:
     inf = result.inference
     console.print(f"inference: {inf['images_per_s']:.1f} images/s ({inf['seconds']:.2f} s, fp32"
                   + (", TTA" if result.tta else "") + ")")
+    ex = result.explain or {}
+    if ex.get("n_images"):
+        console.print(f"heatmaps: {ex['n_images']} most confident mistakes, {escape(str(ex['method']))} at layer "
+                      f"{escape(str(ex['layer']))} ({ex['seconds']:.2f} s)")
+    elif ex.get("error"):
+        console.print(f"[yellow]no heatmaps on misclassified.png:[/] {escape(str(ex['error']))}", soft_wrap=True)
     for w in result.warnings:
         style = "bold red" if w in result.critical else "bold yellow"
         console.print(f"[{style}]WARNING:[/] {escape(w)}", soft_wrap=True)

@@ -5,19 +5,26 @@
   (``num_workers=0`` by default: decoding in this process, no worker start-up cost). It yields ``ImageBatch``es
   of uint8 ``[B, 3, S, S]`` tensors; an unreadable file does not stop its batch but is reported in the batch's
   ``failed`` with its ``ImageLoadError`` (``str(err)`` names the file, ``err.reason`` says what is wrong).
-* ``TorchRunner`` (fp32, eval mode, ``inference_mode``, any enclosing autocast disabled) and ``OnnxSession``
-  (ONNX Runtime) turn a normalised float batch into float32 logits; ``Classifier`` (``classbench.predict``) wraps
-  either. Probabilities are ``classbench.metrics.softmax(logits, temperature)``, the one softmax.
+* ``TorchRunner`` (fp32, eval mode, ``inference_mode``, any enclosing autocast disabled), ``OnnxSession``
+  (ONNX Runtime) and ``OpenVinoModel`` (an OpenVINO IR compiled for the CPU) turn a normalised float batch into
+  float32 logits; ``Classifier`` (``classbench.predict``) wraps any of them. Probabilities are
+  ``classbench.metrics.softmax(logits, temperature)``, the one softmax.
+* ``EXPORTS``: each export variant's file in the run folder and recorded precision; the variant names are also
+  ``predict``'s backend names and ``export.json``'s keys. ``open_export(variant, path)`` runs one.
 
-Heavy libraries (torch, onnxruntime) are imported inside the functions: importing this module stays cheap.
+Heavy libraries (torch, onnxruntime, openvino) are imported inside the functions: importing this module stays
+cheap. A missing optional extra is one ``ClassbenchError`` line naming its ``pip install``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +37,37 @@ from classbench.metrics import softmax
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
-__all__ = ["ImageBatch", "OnnxSession", "TorchRunner", "iter_batches", "no_autocast", "parse_metadata",
-           "physical_cores", "softmax"]
+__all__ = ["EXPORTS", "ImageBatch", "OnnxSession", "OpenVinoModel", "TorchRunner", "import_optional", "iter_batches",
+           "no_autocast", "open_export", "parse_metadata", "physical_cores", "softmax"]
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """One export variant: its ``file`` relative to the run folder, the ``precision`` recorded in its metadata
+    and the ``runtime`` that runs it (``onnxruntime``, ``openvino`` or ``tensorrt``)."""
+
+    file: str
+    precision: str
+    runtime: str
+
+
+EXPORTS: dict[str, ExportKind] = {
+    "onnx": ExportKind("model.onnx", "float32", "onnxruntime"),
+    "onnx-fp16": ExportKind("model.fp16.onnx", "float16", "onnxruntime"),
+    "onnx-int8": ExportKind("model.int8.onnx", "int8", "onnxruntime"),
+    "openvino": ExportKind("openvino/model.xml", "float32", "openvino"),
+    "openvino-int8": ExportKind("openvino/model.int8.xml", "int8", "openvino"),
+    "tensorrt-fp16": ExportKind("model.fp16.plan", "float16", "tensorrt"),
+    "tensorrt-int8": ExportKind("model.int8.plan", "int8", "tensorrt"),
+}
+
+
+def import_optional(module: str, extra: str) -> Any:
+    """``importlib.import_module(module)``, or one ClassbenchError line naming ``pip install "classbench[extra]"``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ClassbenchError(f"{module} is not installed (needed here); pip install \"classbench[{extra}]\"") from err
 
 
 # ---------------------------------------------------------------- image files -> uint8 batches
@@ -194,3 +230,79 @@ class OnnxSession:
         if isinstance(fixed, int) and array.shape[0] != fixed:  # static-batch export: feed one chunk at a time
             return np.concatenate([self.run(array[i:i + fixed]) for i in range(0, len(array), fixed)])
         return self.session.run([self.output_name], {self.input_name: array})[0].astype(np.float32)
+
+
+# ---------------------------------------------------------------- OpenVINO
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Restore the calling thread's alternate signal stack (``sigaltstack``) after the body, on Linux.
+
+    OpenVINO 2026.4's CPU plugin sets its own alternate signal stack on the thread that compiles a model and frees
+    it with the compiled model: a later signal (a child process ending, under a handler Python installed with
+    SA_ONSTACK) then lands on freed memory and the kernel kills the process with SIGSEGV. Measured here: two
+    models compiled, then any ``subprocess.run`` after a DataLoader with workers crashed the process."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    saved = _SignalStack()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
+
+
+class OpenVinoModel:
+    """An OpenVINO IR (``model.xml`` + its ``.bin``) compiled for ``device`` (default CPU): ``run(batch) -> logits``.
+
+    ``metadata`` is classbench's metadata from the IR's ``rt_info["classbench"]`` (the ONNX file's keys);
+    ``precision`` is the inference precision OpenVINO chose (``bf16`` on CPUs with AMX/AVX512-BF16, else
+    ``f32``; an INT8 IR runs its quantized layers in int8). ``model`` runs an in-memory ``openvino.Model``
+    (``path`` then only names it). A missing package: one line naming ``pip install "classbench[openvino]"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, device: str = "CPU", model: Any = None) -> None:
+        ov = import_optional("openvino", "openvino")
+        self.path = Path(path)
+        if model is None and not self.path.is_file():
+            raise ModelError(f"{self.path}: no OpenVINO IR here; create it with "
+                             f"`classbench export {self.path.parent.parent} --format openvino`")
+        core = ov.Core()
+        try:
+            model = model if model is not None else core.read_model(str(self.path))
+            config = {"INFERENCE_NUM_THREADS": int(threads or physical_cores())}
+            with keep_signal_stack():
+                self.compiled = core.compile_model(model, "CPU" if device in ("cpu", "auto") else device, config)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise ModelError(f"{self.path}: damaged OpenVINO IR ({first}); re-run `classbench export ... "
+                             "--format openvino`") from err
+        self.output = self.compiled.output(0)
+        self.input_shape: list[int | str] = [str(d) if d.is_dynamic else d.get_length()
+                                             for d in self.compiled.input(0).get_partial_shape()]
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        info = model.get_rt_info()
+        props = info["classbench"] if "classbench" in info else {}  # noqa: SIM401 - RTMap has no .get
+        self.metadata = parse_metadata({k: v.astype(str) for k, v in props.items()})
+
+    def run(self, batch: Any) -> np.ndarray:
+        """Logits for an already-normalised NCHW float batch (numpy array or torch tensor)."""
+        if hasattr(batch, "detach"):
+            batch = batch.detach().cpu().numpy()
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.array(self.compiled(array)[self.output], dtype=np.float32)
+
+
+def open_export(variant: str, path: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Any:
+    """A runner (``.run(batch)``, ``.metadata``) for the file of export ``variant`` (a key of ``EXPORTS``)."""
+    runtime = EXPORTS[variant].runtime
+    if runtime == "onnxruntime":
+        return OnnxSession(path, threads=threads, device=device)
+    if runtime == "openvino":
+        return OpenVinoModel(path, threads=threads)
+    raise ClassbenchError(f"{variant}: TensorRT engines are run by TensorRT itself (trtexec or your own code, "
+                          "docs/deploy.md); predict runs onnx, onnx-int8, openvino and openvino-int8")

@@ -82,10 +82,19 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]
     ``labels``: (n,) integer class indices in [0, k); ``probs``: (n, k) out-of-fold probabilities (finite, in
     [0, 1], rows summing to 1 within 1e-2). Bad input raises ``ValueError``; n = 0 (or k < 2) returns ``[]``.
 
-    With t_j the per-class threshold of ``class_thresholds``, sample i (given y) is flagged when some j != y has
-    p_ij >= t_j while p_iy < t_y (comparisons allow 1e-12 of float rounding). ``suggested`` is the j != y that
-    clears its threshold with the highest p_ij (the lower index on a tie). Issues are ordered by ``margin`` =
-    max_{j != y} p_ij - p_iy, largest first, then by index, so the order is deterministic.
+    With t_j the per-class threshold of ``class_thresholds``, sample i (given y) is flagged when p_iy < t_y and
+    either some j != y has p_ij >= t_j (confident learning's off-diagonal count) or the most likely class among
+    those anyone is labelled with is not y (cleanlab's "predicted differs from given", under the threshold;
+    comparisons allow 1e-12 of float rounding). ``suggested`` is the j != y that clears its threshold with the
+    highest p_ij, else that most likely class (the lower index on a tie). Issues are ordered by
+    ``self_confidence`` = p_iy, lowest first, then by ``margin`` = max_{j != y} p_ij - p_iy, largest first,
+    then by index, so the order is deterministic.
+
+    Why this rule and order (``benchmarks/label_noise.py``; simulated 5% flips on the out-of-fold probabilities
+    of the drone_maritime bake-off, 3 seeds x 5 flips x 3 model mixes): precision at k = number flipped was
+    0.40 on average with the threshold rule alone ranked by margin, 0.49 ranked by self-confidence, and 0.57
+    with the predicted-differs rule added (a flip into a large, confident class rarely clears that class's
+    high threshold, yet its given label has a low probability).
     """
     labels, probs = _validate(labels, probs)
     n, k = probs.shape
@@ -97,11 +106,13 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]
     others = probs.copy()
     others[rows, labels] = -np.inf
     clearing = np.where(others >= t - _TOL, others, -np.inf)
-    flagged = np.isfinite(clearing.max(axis=1)) & (p_given < t[labels] - _TOL)
+    clears = np.isfinite(clearing.max(axis=1))
+    predicted = np.where(np.isfinite(t), probs, -np.inf).argmax(axis=1)  # among classes someone is labelled with
+    flagged = (clears | (predicted != labels)) & (p_given < t[labels] - _TOL)
     margin = others.max(axis=1) - p_given
     idx = np.flatnonzero(flagged)
-    idx = idx[np.lexsort((idx, -margin[idx]))]
-    suggested = clearing.argmax(axis=1)
+    idx = idx[np.lexsort((idx, -margin[idx], p_given[idx]))]
+    suggested = np.where(clears, clearing.argmax(axis=1), predicted)
     return [LabelIssue(int(i), int(labels[i]), int(suggested[i]), float(margin[i]), float(p_given[i])) for i in idx]
 
 

@@ -94,7 +94,8 @@ def check_input_size(name: str, img_size: int) -> None:
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path | None = None,
                  drop_rate: float = 0.0) -> Any:
-    """A timm model with a new ``num_classes`` head; optionally pretrained (hub) or from a local file."""
+    """A timm model with a new ``num_classes`` head; optionally pretrained (timm's download), or its backbone from
+    ``weights``: a local safetensors file, a classbench run folder or ``hf-hub:ORG/NAME`` (see resolve_weights)."""
     import timm
 
     name = resolve_name(name)
@@ -110,9 +111,17 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
             f"download them elsewhere and pass --weights FILE.safetensors"
         ) from err
     if weights:
-        load_backbone_weights(model, weights)
+        load_backbone_weights(model, resolve_weights(weights))
     reset_head(model)
     return model
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    """``--weights`` as a local path: a file or run folder as given, or for ``hf-hub:ORG/NAME[@REVISION]`` the local
+    snapshot of that Hugging Face Hub repository (:func:`classbench.hub.resolve`; its ``model.safetensors``)."""
+    from classbench.hub import is_hub_spec, resolve
+
+    return resolve(str(weights)) if is_hub_spec(str(weights)) else Path(weights)
 
 
 def reset_head(model: Any) -> None:

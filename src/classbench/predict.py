@@ -1,4 +1,4 @@
-"""Load a trained model and classify image files (PyTorch or ONNX Runtime backend); the predictions files.
+"""Load a trained model and classify image files (PyTorch, ONNX Runtime or OpenVINO backend); the predictions files.
 
 Preprocessing is the training contract: ``load_image`` -> ``to_uint8_tensor(img, img_size)`` ->
 ``normalize(batch, mean, std)``; probabilities are ``softmax(logits / temperature)`` (``classbench.metrics``).
@@ -48,7 +48,7 @@ class Prediction:
 
 
 class Classifier:
-    """A loaded model: ``predict``, ``predict_batch``, ``predict_proba``, ``logits`` and ``normalise``.
+    """A loaded model: ``predict``, ``predict_batch``, ``predict_proba``, ``logits``, ``normalise`` and ``explain``.
 
     ``note`` is None or one line about the backend choice (why PyTorch was used instead of ``model.onnx``, or
     that model.json's temperature replaces the one the ONNX file recorded)."""
@@ -98,6 +98,15 @@ class Classifier:
         probs = self.predict_proba(self.normalise(self.preprocess(image).unsqueeze(0)))[0]
         return self._ranked(probs)
 
+    def explain(self, image: Any, method: str = "gradcam", target: str | int | None = None,
+                layer: str | None = None) -> np.ndarray:
+        """Where the model looked: a class activation map float32 ``[S, S]`` in [0, 1] (S = img_size, the image
+        as the model sees it) of ``target`` (a class name or index; default the predicted class) for one image
+        path or PIL image. PyTorch backend only; needs ``grad-cam`` (see ``classbench.explain``)."""
+        from classbench.explain import explain_images
+
+        return explain_images(self, [image], method=method, target=target, layer=layer)[0].heatmap
+
     def _ranked(self, probs: np.ndarray, top_k: int | None = None) -> list[tuple[str, float]]:
         order = np.argsort(-probs, kind="stable")[: top_k or len(self.classes)]
         return [(self.classes[i], float(probs[i])) for i in order]
@@ -131,8 +140,13 @@ class Classifier:
 
 
 def load(path: str | os.PathLike, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Classifier:
-    """Load a run folder, ``model.safetensors``, ``model.json`` (or a classbench ``.onnx`` file).
+    """Load a run folder, ``model.safetensors``, ``model.json`` (or a classbench ``.onnx`` / OpenVINO ``.xml`` file),
+    or ``hf-hub:ORG/NAME[@REVISION]``: a model folder ``classbench export --format hf`` wrote and ``push`` uploaded.
 
+    ``backend``: ``auto``, ``torch``, or an export variant of ``classbench.inference.EXPORTS`` that runs on the
+    CPU: ``onnx`` (``model.onnx``), ``onnx-fp16``, ``onnx-int8`` (``model.int8.onnx``), ``openvino``
+    (``openvino/model.xml``), ``openvino-int8`` (``openvino/model.int8.xml``); each must be up to date as below
+    (else ModelError). ``auto`` never picks a reduced-precision file: ask for it by name.
     ``backend="auto"`` uses ``model.onnx`` beside the weights when it is up to date, else PyTorch (``note`` says
     why). Up to date: the weights sha256, classes, image size and precision (float32) recorded in the file match
     ``model.safetensors`` / ``model.json``; otherwise the file is stale and never used (``backend="onnx"``
@@ -141,18 +155,25 @@ def load(path: str | os.PathLike, backend: str = "auto", device: str = "cpu", th
     when the file recorded another one ``note`` says so (re-export to record it in the file for use on its
     own). A standalone ``.onnx`` file applies its own recorded temperature.
     """
-    if backend not in {"auto", "torch", "onnx"}:
-        raise ClassbenchError(f"backend {backend!r}: choose auto, torch or onnx")
-    path = Path(path)
+    from classbench.inference import EXPORTS
+
+    choices = ["auto", "torch", *(k for k, v in EXPORTS.items() if v.runtime != "tensorrt")]
+    if backend not in choices:
+        raise ClassbenchError(f"backend {backend!r}: choose {', '.join(choices)}")
+    from classbench.hub import resolve
+
+    path = resolve(path)  # hf-hub:ORG/NAME -> its downloaded folder; a local path as it is
     if not path.exists():
         raise ModelError(f"{path}: not found; pass a run folder, its model.safetensors or a model.onnx")
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", ".xml"):
         return _load_onnx_file(path, device, threads)
     from classbench.models import read_meta
 
     meta, weights = read_meta(path)
     onnx_path = weights.parent / "model.onnx"
     note = None
+    if backend not in ("auto", "torch", "onnx"):
+        return _load_onnx_beside(meta, weights, weights.parent / EXPORTS[backend].file, device, threads, backend)
     if backend == "onnx" or (backend == "auto" and onnx_path.is_file() and _onnx_usable(device)):
         try:
             return _load_onnx_beside(meta, weights, onnx_path, device, threads)
@@ -189,23 +210,31 @@ def _onnx_usable(device: str) -> bool:
 
 
 def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, device: str,
-                      threads: int | None) -> Classifier:
-    """The ONNX model beside the weights: ModelError when stale; model.json's temperature applied (see ``load``)."""
-    from classbench.inference import OnnxSession
+                      threads: int | None, variant: str = "onnx") -> Classifier:
+    """The export ``variant`` (ONNX or OpenVINO file) beside the weights: ModelError when missing or stale;
+    model.json's temperature applied (see ``load``)."""
+    from classbench.inference import EXPORTS, open_export
     from classbench.runs import file_sha256
 
+    how = _export_command(weights.parent, variant)
     if not onnx_path.is_file():
-        raise ModelError(f"{onnx_path}: not found; create it with `classbench export {weights.parent}`")
-    session = OnnxSession(onnx_path, threads=threads, device=device)
+        raise ModelError(f"{onnx_path}: not found; create it with `{how}`")
+    session = open_export(variant, onnx_path, threads=threads, device=device)
     recorded = session.metadata
     stale = (recorded.get("weights_sha256") != file_sha256(weights)
              or recorded.get("classes") != list(meta["classes"])
              or str(recorded.get("img_size")) != str(meta["img_size"])
-             or recorded.get("precision", "float32") != "float32")
+             or recorded.get("precision", "float32") != EXPORTS[variant].precision)
     if stale:
         raise ModelError(f"{onnx_path}: exported from other weights or settings than model.json (stale); "
-                         f"re-run `classbench export {weights.parent}`")
-    return Classifier(meta, "onnx", session.run, weights.parent, _temperature_note(recorded, meta, onnx_path))
+                         f"re-run `{how}`")
+    return Classifier(meta, variant, session.run, weights.parent, _temperature_note(recorded, meta, onnx_path))
+
+
+def _export_command(run: Path, variant: str) -> str:
+    """The ``classbench export`` command line that writes ``variant``."""
+    fmt, _, flag = variant.partition("-")
+    return f"classbench export {run}" + (f" --format {fmt}" if fmt != "onnx" else "") + (f" --{flag}" if flag else "")
 
 
 def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path: Path) -> str | None:
@@ -221,16 +250,18 @@ def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path:
 
 
 def _load_onnx_file(path: Path, device: str, threads: int | None) -> Classifier:
-    """A standalone classbench ONNX file: preprocessing, classes and temperature come from its own metadata."""
-    from classbench.inference import OnnxSession
+    """A standalone classbench ONNX file (or OpenVINO ``.xml``): preprocessing, classes and temperature come from
+    its own metadata."""
+    from classbench.inference import OnnxSession, OpenVinoModel
 
-    session = OnnxSession(path, threads=threads, device=device)
+    session = OpenVinoModel(path, threads) if path.suffix == ".xml" else OnnxSession(path, threads=threads, device=device)
     meta = session.metadata
     missing = [k for k in ("classes", "img_size", "mean", "std") if k not in meta]
     if missing:
         raise ModelError(f"{path}: not a classbench export (no {', '.join(missing)} metadata); "
                          "export it with `classbench export RUN`")
-    return Classifier(meta, "onnx", session.run, path.parent)
+    backend = ("openvino" if path.suffix == ".xml" else "onnx") + ("-int8" if meta.get("precision") == "int8" else "")
+    return Classifier(meta, backend, session.run, path.parent)
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:

@@ -13,7 +13,7 @@ from classbench.cli._app import app
 
 # Each module registers its commands on `app`, imported in the order of the flow (--help's order).
 # isort: off
-from classbench.cli import data, training, deploy, results  # noqa: F401
+from classbench.cli import data, training, deploy, hub, results, explain  # noqa: F401
 # isort: on
 
 

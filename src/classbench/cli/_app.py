@@ -20,6 +20,33 @@ app = typer.Typer(
 )
 
 
+def version_text() -> str:
+    """``classbench X.Y.Z``: the installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"classbench {version('classbench')}"
+    except PackageNotFoundError:
+        from classbench import __version__
+
+        return f"classbench {__version__}"
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: print :func:`version_text` and stop before any command runs."""
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Train, compare, evaluate and export image classifiers on your own folders of images."""
+
+
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user-facing errors into one red line and a non-zero exit code (never a traceback)."""
 

@@ -19,7 +19,9 @@ def predict(
     format: str = typer.Option("table", "--format", help="table|csv|json"),
     out: Optional[Path] = typer.Option(None, help="Write CSV/JSON here instead of stdout."),
     reject_below: Optional[float] = typer.Option(None, help="Label 'unknown' when the top probability is below P."),
-    backend: str = typer.Option("auto", help="auto|torch|onnx (auto: ONNX Runtime when an up-to-date export exists)."),
+    backend: str = typer.Option("auto", help="auto|torch|onnx|onnx-fp16|onnx-int8|openvino|openvino-int8: the "
+                                "export to run (auto: model.onnx when up to date, else PyTorch; never a "
+                                "reduced-precision file unless named)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
 ) -> None:
     """Predict classes with probabilities; unreadable files are reported and do not stop the batch."""
@@ -55,15 +57,29 @@ def predict(
 @friendly
 def export(
     run: Path = typer.Argument(..., help="A run folder."),
-    format: str = typer.Option("onnx", "--format", help="onnx (the one format: ONNX Runtime, TensorRT, OpenVINO)."),
+    format: str = typer.Option("onnx", "--format", help="onnx|openvino|tensorrt|hf (tensorrt: CUDA GPU only; on a "
+                               "Jetson use trtexec, docs/deploy.md; hf: a Hugging Face Hub model folder timm loads)."),
+    int8: bool = typer.Option(False, "--int8", help="Static INT8 (ONNX Runtime QDQ, NNCF for OpenVINO), calibrated "
+                              "on the run's training images; refused below --min-agreement."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
+    min_agreement: float = typer.Option(0.99, help="INT8: refuse when top-1 agreement with PyTorch is below this."),
+    parity_split: str = typer.Option("val", help="val|test: the split of the run's split.csv parity is measured on."),
+    calibration_images: int = typer.Option(128, help="INT8: training images to calibrate on (a seeded sample)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 17; 13 for older TensorRT)."),
     dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis (--no-dynamic-batch for a fixed batch of 1)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
     out: Optional[Path] = typer.Option(None, help="Output file (default: inside the run folder)."),
 ) -> None:
-    """Export for deployment (ONNX for ONNX Runtime / TensorRT on Jetson) and check parity with PyTorch."""
+    """Export for deployment (ONNX, OpenVINO, TensorRT) and show its top-1 agreement with PyTorch per class."""
+    if format == "hf":  # a model folder to share, not a runtime: no parity to check
+        from classbench.hub import export_hf
+
+        folder = export_hf(run, out or run / "hf")
+        console.print(f"Wrote {folder} (config.json, model.safetensors, model.json, README.md); upload it with "
+                      f"classbench push {run} ORG/NAME", soft_wrap=True)
+        return
     from classbench.exporting import export as run_export
     from classbench.exporting import render_export
 
-    result = run_export(run, format=format, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, out=out)
+    result = run_export(run, format=format, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, int8=int8, out=out,
+                        min_agreement=min_agreement, parity_split=parity_split, calibration_images=calibration_images)
     render_export(result, console)

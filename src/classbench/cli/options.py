@@ -13,10 +13,14 @@ import typer
 from classbench.training.config import DEFAULTS as D
 
 __all__ = ["D", "Data", "Epochs", "ImgSize", "Pretrained", "BatchSize", "Balance", "Augment", "Precision", "Lr",
-           "Val", "Test", "CheckpointEvery", "Overwrite"]
+           "Val", "Test", "CheckpointEvery", "Overwrite", "Logger", "MlflowUri"]
 
 LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate range test picks one per "
            "architecture (recorded in config.yaml).")
+LOGGER_HELP = ("Also log to csv|tensorboard|mlflow|wandb through Lightning's loggers (several: comma-separated or "
+               "repeated); metrics.csv is always written. tensorboard/mlflow/wandb need "
+               'pip install "classbench\\[tensorboard]" (or \\[mlflow], \\[wandb]).')  # \\[: not rich markup
+MLFLOW_URI_HELP = "MLflow tracking URI or folder (default: $MLFLOW_TRACKING_URI, else the file store mlruns/ beside the runs)."
 CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
                          "(0: every epoch); also after a new best model and after the final epoch.")
 
@@ -34,3 +38,5 @@ Val = Annotated[float, typer.Option(help="Validation fraction when classbench ma
 Test = Annotated[float, typer.Option(help="Locked test fraction when classbench makes the split.")]
 CheckpointEvery = Annotated[float, typer.Option(help=CHECKPOINT_EVERY_HELP)]
 Overwrite = Annotated[bool, typer.Option(help="Start the output folder afresh.")]
+Logger = Annotated[list[str], typer.Option("--logger", help=LOGGER_HELP)]  # TrainConfig.logger parses the names
+MlflowUri = Annotated[Optional[str], typer.Option("--mlflow-uri", help=MLFLOW_URI_HELP)]

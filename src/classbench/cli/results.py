@@ -47,12 +47,16 @@ def bench(
     epochs: int = typer.Option(D["epochs"], help="Epochs for the full-run estimate."),
     steps: int = typer.Option(6, help="Timed steps per measurement."),
     folds: int = typer.Option(1, help="With --data: also estimate a compare --folds K (K fold runs per model + the refit)."),
+    exports: str = typer.Option("all", help="Exported runtimes to time on the CPU: all, none, or some of "
+                                "onnx,onnx-int8,openvino,openvino-int8."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Where to write the JSON results."),
 ) -> None:
     """Measure training/inference speed and memory here, and what a full run would cost."""
+    from classbench.benchmark import EXPORT_RATES, render_bench
     from classbench.benchmark import bench as run_bench
-    from classbench.benchmark import render_bench
 
+    keyword = {"all": list(EXPORT_RATES), "none": []}
+    chosen = keyword[exports.strip()] if exports.strip() in keyword else names(exports) or []
     result = run_bench(names(models) or [], img_size=img_size, batch_size=batch_size, precision=precision, data=data,
-                       epochs=epochs, steps=steps, out=json_out, folds=folds)
+                       epochs=epochs, steps=steps, out=json_out, folds=folds, exports=chosen)
     render_bench(result, console)

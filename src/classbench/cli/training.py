@@ -14,7 +14,9 @@ from classbench.cli.options import (
     D,
     Epochs,
     ImgSize,
+    Logger,
     Lr,
+    MlflowUri,
     Overwrite,
     Precision,
     Pretrained,
@@ -35,7 +37,7 @@ def train(
     data: Optional[Path] = typer.Argument(None, help="Class folders, pre-split folders or a split manifest CSV."),
     model: str = typer.Option(D["model"], "--model", "-m", help="Any timm model name, or mobilenetv2/inceptionv3/..."),
     pretrained: Pretrained = D["pretrained"],
-    weights: Optional[Path] = typer.Option(None, help="Start from a local .safetensors file or a classbench run."),
+    weights: Optional[Path] = typer.Option(None, help="Start from a local .safetensors file, a classbench run or hf-hub:ORG/NAME."),
     epochs: Epochs = D["epochs"],
     img_size: ImgSize = None,
     batch_size: BatchSize = D["batch_size"],
@@ -61,6 +63,8 @@ def train(
                                "one model: out-of-fold estimate and label check, then the model retrained on the whole split)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<model>)."),
     overwrite: Overwrite = D["overwrite"],
+    logger: Logger = D["logger"],
+    mlflow_uri: MlflowUri = D["mlflow_uri"],
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder from last.ckpt (with its saved options)."),
 ) -> None:
     """Train one architecture end to end (from scratch or pretrained) into a run folder."""
@@ -78,6 +82,7 @@ def train(
             patience=patience, monitor=monitor, freeze_epochs=freeze_epochs, lr=learning_rate(lr), grad_clip=grad_clip,
             checkpoint_every=checkpoint_every, seed=seed, val=val, test=test, cache=cache, accelerator=accelerator,
             devices=devices(devices_), num_nodes=num_nodes, strategy=strategy, compile=compile, overwrite=overwrite,
+            logger=list(logger), mlflow_uri=mlflow_uri,
         )
         if folds_ > 1:  # a compare of one architecture: every option reaches each fold's run
             from classbench.comparison import compare as run_compare
@@ -126,10 +131,19 @@ def compare(
     val: Val = D["val"],
     test: Test = D["test"],
     preset: Optional[str] = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
-    parallel: bool = typer.Option(False, "--parallel", help="Spread the runs over the GPUs of this machine."),
+    engine: str = typer.Option("local", help="local: one run after another here. ray: the runs as Ray tasks, in "
+                               "parallel on this machine's GPUs/cores or on a cluster (pip install \"classbench[ray]\")."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: join this cluster (HOST:PORT, ray://HOST:PORT "
+                                              "or auto; default RAY_ADDRESS, else a Ray started for this compare)."),
+    gpus_per_run: Optional[float] = typer.Option(None, help="--engine ray: GPUs per run; fractions share a GPU "
+                                                 "(0.25: four runs per GPU). Default: 1 where there are GPUs, else 0."),
+    cpus_per_run: Optional[float] = typer.Option(None, help="--engine ray: CPU cores per run (its torch threads). "
+                                                 "Default: the node's cores shared by its GPUs; CPU only: 4 (or all)."),
     out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
     checkpoint_every: CheckpointEvery = D["checkpoint_every"],
     overwrite: Overwrite = D["overwrite"],
+    logger: Logger = D["logger"],
+    mlflow_uri: MlflowUri = D["mlflow_uri"],
 ) -> None:
     """Train several architectures on the same folds; a verdict (ties called ties), never chosen on test."""
     from classbench.comparison import compare as run_compare
@@ -137,9 +151,11 @@ def compare(
 
     board = run_compare(
         data, models=names(models), out=out, epochs=epochs, img_size=img_size, seed=seed, preset=preset,
-        folds=folds(folds_), seeds=seeds, refit=refit, parallel=parallel, overwrite=overwrite, val=val, test=test,
+        folds=folds(folds_), seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
+        ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, val=val, test=test,
         pretrained=pretrained, batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
         precision=precision, lr=learning_rate(lr), checkpoint_every=checkpoint_every,
+        logger=list(logger), mlflow_uri=mlflow_uri,
     )
     render_leaderboard(board, console)
 

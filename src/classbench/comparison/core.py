@@ -4,9 +4,10 @@ selected architecture's final model is then evaluated once on the locked test sp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from classbench.runs import atomic_write_json, read_json
 from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
+ENGINES = ("local", "ray")
 PRESETS: dict[str, dict[str, Any]] = {
     # The report's protocol: four architectures from scratch, 20 epochs, 70/30 train/val, and one
     # held-out image per class -- evaluated side by side with a locked, stratified test split.
@@ -56,11 +58,18 @@ class Leaderboard:
 def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
             epochs: int = D["epochs"], img_size: int | None = None, seed: int = D["seed"], preset: str | None = None,
             folds: int | str = ARG_DEFAULTS["folds"], seeds: int = ARG_DEFAULTS["seeds"],
-            refit: bool = ARG_DEFAULTS["refit"], parallel: bool = False, overwrite: bool = False, progress: bool = True,
-            val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
+            refit: bool = ARG_DEFAULTS["refit"], engine: str = "local", ray_address: str | None = None,
+            gpus_per_run: float | None = None, cpus_per_run: float | None = None, overwrite: bool = False,
+            progress: bool = True, val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
     """Train every model in ``models`` on the same folds (``folds``; ``"auto"``: 5 when the non-test pool is
     small, see ``classbench.data.folds.resolve_folds``) or seeds (``seeds``), decide the verdict on held-out
-    predictions, refit and test the selected one. Re-running with the same ``out`` resumes."""
+    predictions, refit and test the selected one. Re-running with the same ``out`` resumes.
+
+    ``engine``: ``"local"`` trains one run after another in this process; ``"ray"`` runs them as Ray tasks
+    (``ray_address``, ``gpus_per_run``, ``cpus_per_run``: see ``classbench.comparison.ray_engine``). The
+    engine never changes the verdict: the same jobs, folds and seeds either way."""
+    if engine not in ENGINES:
+        raise RunError(f"--engine {engine!r} is unknown; choose one of: {', '.join(ENGINES)}")
     if preset:
         if preset not in PRESETS:
             raise RunError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
@@ -73,26 +82,48 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         raise DataError(f"--seeds must be >= 1 (got {seeds})")
     if seeds > 1 and folds not in ("auto", 1):
         raise DataError("choose either --folds K (cross-validation) or --seeds N (repeats on one split), not both")
-    models = list(models or REPORT_MODELS)
-    out = Path(out) if out else Path("runs") / "compare"
-    args = {"data": str(data), "models": models, "epochs": epochs, "img_size": img_size, "seed": seed,
-            "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds, "refit": refit,
+    args = {"data": str(data), "models": list(models or REPORT_MODELS), "epochs": epochs, "img_size": img_size,
+            "seed": seed, "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds, "refit": refit,
             "fold_seeds": FOLD_SEEDS, "train_options": train_options}
+    ray = {"address": ray_address, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run, "progress": progress}
+    # Ray is joined (or started) before anything is written: a missing Ray or a silent address is one line
+    with _engine_session(ray if engine == "ray" else None):
+        return _run(Path(out) if out else Path("runs") / "compare", args, overwrite, progress,
+                    ray if engine == "ray" else None)
+
+
+@contextlib.contextmanager
+def _engine_session(ray: dict[str, Any] | None) -> Iterator[None]:
+    """Ray joined (or started) for the compare, and the resources per run checked, before anything is written."""
+    if ray is None:
+        yield
+        return
+    from classbench.comparison.ray_engine import per_run_resources, session
+
+    with session(ray["address"]) as cluster:
+        per_run_resources(cluster, ray["gpus_per_run"], ray["cpus_per_run"])
+        yield
+
+
+def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: dict[str, Any] | None) -> Leaderboard:
+    """The compare itself, once its arguments are checked: split, folds, trainings, verdict, final model."""
+    models, seed, train_options, img_size = args["models"], args["seed"], args["train_options"], args["img_size"]
     open_folder(out, args, overwrite)
-    manifest_path = ensure_split(out, data, val, test, seed)
-    k = _resolve_folds(out, manifest_path, folds if seeds == 1 else 1)
+    manifest_path = ensure_split(out, args["data"], args["val"], args["test"], seed)
+    k = _resolve_folds(out, manifest_path, args["folds"] if args["seeds"] == 1 else 1)
     names = [safe_name(m) for m in models]
-    jobs = R.plan(out, manifest_path, models, names, k, seeds, seed, R.inner_val_fraction(val, test))
-    common = {"epochs": epochs, "img_size": img_size, "progress": progress, **train_options}
+    jobs = R.plan(out, manifest_path, models, names, k, args["seeds"], seed,
+                  R.inner_val_fraction(args["val"], args["test"]))
+    common = {"epochs": args["epochs"], "img_size": img_size, "progress": progress, **train_options}
     if train_options.get("cache", "auto") in ("auto", "disk"):
         common["cache_pool"] = str(manifest_path)  # every model and fold decodes each image once
-    lrs = _train_all(jobs, models, common, img_size, parallel)
+    lrs = _train_all(out, jobs, models, common, img_size, ray)
     protocol = (f"{k}-fold cross-validation, out-of-fold" if k > 1 else  # val also chose the checkpoints:
-                f"{seeds} seeds, validation split (it chose the checkpoints)" if seeds > 1 else
+                f"{args['seeds']} seeds, validation split (it chose the checkpoints)" if args["seeds"] > 1 else
                 "one run, validation split (it chose the checkpoints)")
     verdict, held = _decide(jobs, manifest_path, protocol, k > 1, seed)
     finals = _final_model(out, manifest_path, verdict.selected, models, names, common, lrs, k > 1,
-                          one_per_class=preset == "report", seed=seed) if refit else {}
+                          one_per_class=args["preset"] == "report", seed=seed) if args["refit"] else {}
     n_issues = _label_issues(out, held, verdict) if k > 1 else 0
     board = _write(out, jobs, verdict, held, finals, lrs, n_issues)
     from classbench.report.html import build_report
@@ -130,12 +161,12 @@ def _size_for(model: str, img_size: int | None) -> int | None:
     return img_size
 
 
-def _train_all(jobs: list[R.Job], models: list[str], common: dict[str, Any], img_size: int | None,
-               parallel: bool) -> dict[str, float | None]:
-    """Run every job (skipping finished ones); ``--lr auto`` is found once per architecture, on its first run
-    (always run first, also with ``--parallel``), and reused by its other runs and its final model. The range
-    test reads only training batches (their loss), never a held-out fold's predictions. Returns the learning
-    rate each architecture trained with."""
+def _train_all(out: Path, jobs: list[R.Job], models: list[str], common: dict[str, Any], img_size: int | None,
+               ray: dict[str, Any] | None) -> dict[str, float | None]:
+    """Run every job (skipping finished ones), here or as Ray tasks (``ray``: the engine's options);
+    ``--lr auto`` is found once per architecture, on its first run (always run first, on either engine), and
+    reused by its other runs and its final model. The range test reads only training batches (their loss),
+    never a held-out fold's predictions. Returns the learning rate each architecture trained with."""
     sizes = {m: _size_for(m, img_size) for m in models}
     auto = common.get("lr") == "auto"
     lrs: dict[str, float | None] = {}
@@ -146,19 +177,21 @@ def _train_all(jobs: list[R.Job], models: list[str], common: dict[str, Any], img
             options["lr"] = lrs[job.name]
         return options
 
-    first = {job.name: job for job in reversed(jobs)}  # each architecture's first job
-    for i, job in enumerate(jobs, 1):
-        if parallel and job is not first[job.name]:
-            continue  # trained below, across the GPUs
-        R.run(job, options_for(job), f"[{i}/{len(jobs)}]")
-        lrs.setdefault(job.name, R.resolved_lr(job.run_dir))
-    if parallel:
-        from classbench.comparison.parallel import train_parallel
+    def found(wave: list[R.Job]) -> None:
+        for job in wave:
+            lrs.setdefault(job.name, R.resolved_lr(job.run_dir))
 
-        rest = [j for j in jobs if j is not first[j.name]]
-        train_parallel(rest, {j.model: options_for(j) for j in rest})
-        for i, job in enumerate(rest, 1):
-            R.run(job, options_for(job), f"[{i}/{len(rest)}]")  # scores each run (trains any the GPUs did not)
+    first = list({job.name: job for job in reversed(jobs)}.values())[::-1]  # each architecture's first job
+    if ray is not None:
+        from classbench.comparison.ray_engine import train_on_ray
+
+        rest = [j for j in jobs if j not in first]
+        train_on_ray(jobs, options_for, out, waves=[first, rest] if auto else [jobs], on_wave_done=found, **ray)
+        found(jobs)
+        return lrs
+    for i, job in enumerate(jobs, 1):
+        R.run(job, options_for(job), f"[{i}/{len(jobs)}]")
+        found([job])
     return lrs
 
 

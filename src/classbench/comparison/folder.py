@@ -58,12 +58,12 @@ def update_state(out: Path, **values: Any) -> None:
 
 def changed_training_options(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Options that would train the remaining models under other conditions (compared as saved in JSON; an
-    option a folder predates counts as its default; how often last.ckpt is written does not count)."""
+    option a folder predates counts as its default; how often last.ckpt is written and where runs log do not)."""
     from classbench.training.config import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     now = json.loads(json.dumps(now, default=str))
-    return sorted(k for k in (set(before) | set(now)) - {"checkpoint_every"}
+    return sorted(k for k in (set(before) | set(now)) - {"checkpoint_every", "logger", "mlflow_uri"}
                   if before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
 
 

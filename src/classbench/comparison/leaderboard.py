@@ -172,9 +172,11 @@ def render_leaderboard(board: Any, console: Any) -> None:
     for row in board.rows:
         spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
         seconds = row.get("train_seconds")
-        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row), _fold_delta(row), spread]
+        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row),
+                 _fold_delta(row), spread]
         if wide:
-            cells += ["-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}",_fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
+            cells += ["-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}",
+                      _fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
         table.add_row(*cells, style="bold green" if row["status"] == "best" else None)
     console.print(table)
     console.print(f"[bold]Verdict:[/] {escape(board.sentence)}", soft_wrap=False)

@@ -101,7 +101,7 @@ def run(job: Job, options: dict[str, Any], step: str) -> None:
         train(job.data, model=job.model, out=job.run_dir, overwrite=job.run_dir.exists(),
               **{**options, "seed": job.seed})
     if not job.predictions.is_file():
-        evaluate(job.run_dir, split=job.heldout, progress=False)
+        evaluate(job.run_dir, split=job.heldout, progress=False, heatmaps=0)  # a fold's sheet nobody reads
 
 
 def resolved_lr(run_dir: Path) -> float | None:

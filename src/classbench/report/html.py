@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, RunError
+from classbench.report.exports import export_rows
 from classbench.runs import atomic_write_text, read_json
 
 MAX_FIGURE_BYTES = 25 << 20
@@ -154,6 +155,15 @@ def _ci_text(interval: Any, digits: int = 3) -> str | None:
     return None if None in bounds else f"{bounds[0]:.{digits}f}\u2013{bounds[1]:.{digits}f}"
 
 
+def _heatmap_title(key: str, title: str, ev: dict[str, Any]) -> str:
+    """The misclassified sheet's caption says what its heatmap row shows and what it cost (eval.json ``explain``)."""
+    info = ev.get("explain") if isinstance(ev.get("explain"), dict) else {}
+    if key != "misclassified" or not num(info.get("n_images")):
+        return title
+    return (f"{title}; under the {fmt(info['n_images'], 'int')} most confident: where the model saw the class it "
+            f"chose ({info.get('method')} at {info.get('layer')}, {fmt(info.get('seconds'), 'sec')})")
+
+
 def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, str]]) -> dict[str, Any]:
     """One run folder's files (``run_dir`` None: the folder is missing) and what the report derives from them."""
     def load(file: str) -> Any:
@@ -187,14 +197,14 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
     rows += [{"label": k.replace("_", "-") + " accuracy", "value": fmt(v), "ci": None, "ci_text": None, "method": None}
              for k, v in (metrics_.get("top_k") or {}).items()]
     fig_names = ev_d["figures"] if isinstance(ev_d.get("figures"), dict) else {}
-    figures = [_figure(run_dir / Path(str(fig_names.get(key) or default)).name, title)
+    figures = [_figure(run_dir / Path(str(fig_names.get(key) or default)).name, _heatmap_title(key, title, ev_d))
                for key, default, title in RUN_FIGURES if run_dir is not None]
     return {"name": name, "dir": os.fspath(shown), "evaluate_cmd": f"classbench evaluate {_cmd_path(shown)}",
             "summary": summary, "meta": meta, "config": config, "eval": ev, "onepc": onepc, "inference": inference,
             "metrics": rows, "per_class": per_class, "warnings": warnings,
             "eval_warnings": [str(w) for w in ev_d.get("warnings") or []],
             "figures": [f for f in figures if f["uri"]], "missing_figures": [f["file"] for f in figures if not f["uri"]],
-            "train_command": _train_command(config)}
+            "train_command": _train_command(config), "exports": export_rows(load("export.json"), run_dir)}
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:

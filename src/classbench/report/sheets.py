@@ -3,6 +3,8 @@
 * ``contact_sheet(items, path, ..., heatmaps=None)``: a grid of captioned thumbnails (evaluate's misclassified
   images; the label check's images to look at). Given ``heatmaps``, a tile's class activation map is drawn as an
   overlay under its image: every row holding a heatmap grows by one thumbnail (the heatmap row).
+* ``heatmap_pair(image, heatmap, lines, path)``: one image and its overlay side by side, caption lines below
+  (``classbench explain``'s output).
 * ``heat_overlay(image, heatmap)``: a map (float, any ``h x w``, values in [0, 1]) stretched over the whole image
   and blended over it in the jet colours (red = strongest evidence). Stretching is exact for classbench maps:
   the model sees the whole image squashed to a square, so the map's corners are the image's corners.
@@ -114,6 +116,29 @@ def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path
         draw.text((x0, y_text), _fit(draw, f"{captions[0]}: ", str(true), "", font, inner), fill="black", font=font)
         draw.text((x0, y_text + line), _fit(draw, f"{captions[1]}: ", str(pred), "" if p is None else f" (p={p:.2f})",
                                             font, inner), fill=VERMILLION, font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def heatmap_pair(image: Any, heatmap: Any, lines: Sequence[tuple[str, str, str, str]], path: str | Path,
+                 size: int = 224) -> Path:
+    """PNG: ``image`` (a path; None or unreadable: grey) and ``heatmap`` over it side by side, each fitted in
+    ``size`` px, then one caption line per ``(prefix, name, suffix, colour)`` (``name`` shortened to fit)."""
+    from PIL import Image, ImageDraw
+
+    font, pad = _font(13), 6
+    line = int(getattr(font, "size", 13)) + 5
+    img = _thumbnail(image, size) if image is not None else None
+    img = img if img is not None else Image.new("RGB", (size, size), GREY)
+    sheet = Image.new("RGB", (2 * size + 3 * pad, size + 2 * pad + len(lines) * line), "white")
+    dx, dy = (size - img.width) // 2, pad + (size - img.height) // 2
+    sheet.paste(img, (pad + dx, dy))
+    sheet.paste(heat_overlay(img, heatmap), (2 * pad + size + dx, dy))
+    draw = ImageDraw.Draw(sheet)
+    for k, (prefix, name, suffix, colour) in enumerate(lines):
+        text = _fit(draw, prefix, str(name), suffix, font, 2 * size + pad)
+        draw.text((pad, size + 2 * pad + k * line), text, fill=colour, font=font)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())

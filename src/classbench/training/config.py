@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError
+from classbench.hub import is_hub_spec
 
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
 AUGMENT_KINDS = ("none", "light", "strong", "aerial")
@@ -17,6 +19,10 @@ MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", 
 IMBALANCE_THRESHOLD = 3.0
 DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
 DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes at epoch ends (also: new best model, final epoch)
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # csv: the run's metrics.csv, always written
+# logger -> (the modules any one of which it needs, the classbench extra that installs it)
+LOGGER_PACKAGES = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"), "mlflow": (("mlflow",), "mlflow"),
+                   "wandb": (("wandb",), "wandb")}
 
 
 @dataclass
@@ -59,7 +65,14 @@ class TrainConfig:
     strategy: str = "auto"
     overwrite: bool = False
     progress: bool = True
+    logger: str | list[str] | tuple[str, ...] = ("csv",)  # names, each may be comma-separated: csv (always on),
+    # tensorboard, mlflow, wandb (kept as given, a tuple as a list; config.resolve parses it)
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the file store mlruns/ beside the runs
     resolved: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.logger, tuple):
+            self.logger = list(self.logger)  # config.yaml holds plain lists
 
     def validate(self) -> None:
         _choice("--balance", self.balance, BALANCE_MODES)
@@ -77,8 +90,9 @@ class TrainConfig:
             raise ClassbenchError(f"--batch-size must be >= 1 or 'auto' (got {self.batch_size})")
         if self.weights and self.pretrained:
             raise ClassbenchError("use either --pretrained (download) or --weights FILE, not both")
-        if self.weights and not Path(self.weights).exists():
+        if self.weights and not is_hub_spec(str(self.weights)) and not Path(self.weights).exists():
             raise ClassbenchError(f"{self.weights}: weights file not found; check the --weights path")
+        check_installed(parse_loggers(self.logger))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +128,8 @@ class Resolved:
     freeze_epochs: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    loggers: tuple[str, ...] = ("csv",)
+    mlflow_uri: str | None = None
 
     def with_lr(self, lr: float, backbone_lr_scale: float, transfer: bool) -> Resolved:
         """The same decisions with another learning rate (``--lr auto`` found one)."""
@@ -121,13 +137,14 @@ class Resolved:
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        values.update(mean=list(self.mean), std=list(self.std))
+        values.update(mean=list(self.mean), std=list(self.std), loggers=list(self.loggers))
         return values
 
 
 def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved:
     """The one place where a run's "auto" options become values: image size (the model's own), batch size,
-    class balance, precision, device, loader workers, memory format, learning rates and head-only epochs."""
+    class balance, precision, device, loader workers, memory format, learning rates, head-only epochs, and the
+    loggers (with MLflow's tracking URI, whose default needs ``config.out``, the run folder)."""
     import torch
 
     from classbench.models import check_input_size, default_config
@@ -139,6 +156,7 @@ def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved
     imbalance = max(present) / min(present) if present else 1.0
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     lr = float(config.lr) if isinstance(config.lr, (int, float)) else 1e-3
+    loggers = parse_loggers(config.logger)
     return Resolved(
         architecture=arch, img_size=img_size, batch_size=resolve_batch_size(config.batch_size, sum(train_counts)),
         balance=resolve_balance(config.balance, imbalance), imbalance_ratio=round(imbalance, 3),
@@ -147,13 +165,54 @@ def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved
         channels_last=resolve_channels_last(config.channels_last, arch), lr=lr,
         backbone_lr=lr * config.backbone_lr_scale if config.transfer else lr,
         freeze_epochs=config.freeze_epochs if config.freeze_epochs is not None else (1 if config.transfer else 0),
-        mean=tuple(model_cfg["mean"]), std=tuple(model_cfg["std"]),
+        mean=tuple(model_cfg["mean"]), std=tuple(model_cfg["std"]), loggers=loggers,
+        mlflow_uri=resolve_mlflow_uri(config.mlflow_uri, Path(config.out or ".")) if "mlflow" in loggers else None,
     )
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ClassbenchError(f"{option} {value!r} is not one of: {', '.join(allowed)}")
+
+
+def parse_loggers(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"csv,tensorboard"``, ``["mlflow", "wandb"]`` (items may hold commas too) or None -> the loggers, ``csv``
+    first and always there, each once. An unknown name is a one-line ``ClassbenchError``."""
+    items = [value] if value is None or isinstance(value, str) else list(value)
+    names = [part.strip().lower() for item in items if item for part in str(item).split(",") if part.strip()]
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise ClassbenchError(f"--logger {unknown[0]!r} is not one of: {', '.join(LOGGERS)}")
+    return tuple(dict.fromkeys(["csv", *names]))
+
+
+def check_installed(loggers: Sequence[str]) -> None:
+    """A logger whose package is missing: one line naming the install command (before anything is written)."""
+    import importlib.util
+
+    for name in loggers:
+        modules, extra = LOGGER_PACKAGES.get(name, ((), ""))
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise ClassbenchError(f'--logger {name} needs the {modules[0]} package: pip install "classbench[{extra}]"')
+
+
+def resolve_mlflow_uri(given: str | None, run_dir: Path) -> str:
+    """``--mlflow-uri`` (a plain path becomes a ``file:`` URI), else ``$MLFLOW_TRACKING_URI``, else the file store
+    ``mlruns/`` beside the runs: in the enclosing compare folder for a compare's runs, else beside the run folder."""
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri if "://" in uri or uri.startswith("file:") else Path(uri).resolve().as_uri()
+    return (run_home(run_dir) / "mlruns").resolve().as_uri()
+
+
+def run_home(run_dir: Path) -> Path:
+    """The folder a run belongs to: its compare folder (the nearest of three parents with ``compare.json``),
+    else the run folder's parent."""
+    run_dir = Path(run_dir).absolute()
+    for parent in list(run_dir.parents)[:3]:
+        if (parent / "compare.json").is_file():
+            return parent
+    return run_dir.parent
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

@@ -127,7 +127,7 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
             info(f"--lr auto: {plan.lr:.3g} ({extras['lr_search']['source']}).", markup=False)
     config.resolved = {**plan.to_dict(), **extras}
     recorder = RunRecorder(run_dir, config.monitor, MONITORS[config.monitor], meta)
-    trainer = _trainer(config, plan, run_dir, recorder, loaders.train.sampler, worker)
+    trainer = _trainer(config, plan, run_dir, recorder, loaders.train.sampler, worker, fresh=resume_from is None)
     if trainer.is_global_zero and resume_from is None:
         _write_config(run_dir, config, manifest, trainer)
     wall = _run_trainer(trainer, module, loaders, run_dir, resume_from)
@@ -181,15 +181,21 @@ def _build(config: TrainConfig, plan: Resolved, manifest: Any, train_counts: lis
     return module, loaders, meta, extras
 
 
-def _trainer(config: TrainConfig, plan: Resolved, run_dir: Path, recorder: Any, sampler: Any, worker: bool) -> Any:
-    """Lightning's Trainer with classbench's callbacks (recorder, last.ckpt, per-epoch seeding, progress)."""
+def _trainer(config: TrainConfig, plan: Resolved, run_dir: Path, recorder: Any, sampler: Any, worker: bool,
+             fresh: bool) -> Any:
+    """Lightning's Trainer with classbench's callbacks (recorder, last.ckpt, per-epoch seeding, progress) and the
+    loggers of ``--logger`` (hyperparameters logged when ``fresh``, i.e. not resuming)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
 
     from classbench.training.callbacks import EpochSeed, LastCheckpoint, ProgressBar
+    from classbench.training.loggers import LoggerSummary, build_loggers
 
+    loggers = build_loggers(plan.loggers, run_dir, plan.mlflow_uri)
     callbacks: list[Any] = [recorder, LastCheckpoint(run_dir, config.checkpoint_every, recorder),
                             EpochSeed(config.seed, sampler)]
+    if loggers:
+        callbacks.append(LoggerSummary(run_dir, config.to_dict(), recorder, fresh))
     if config.patience:
         callbacks.append(EarlyStopping(monitor=config.monitor, mode=MONITORS[config.monitor], patience=config.patience))
     if config.progress and not worker:
@@ -197,7 +203,7 @@ def _trainer(config: TrainConfig, plan: Resolved, run_dir: Path, recorder: Any, 
     return L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.strategy, precision=plan.precision,
-        gradient_clip_val=config.grad_clip or None, callbacks=callbacks, logger=False,
+        gradient_clip_val=config.grad_clip or None, callbacks=callbacks, logger=loggers or False,
         enable_progress_bar=config.progress and not worker, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=run_dir, log_every_n_steps=50,
     )
@@ -210,9 +216,9 @@ def _run_trainer(trainer: Any, module: Any, loaders: Any, run_dir: Path, resume_
         info(f"{run_dir}: no last.ckpt was written before the run stopped; training starts again at epoch 1.",
              markup=False)
     start = time.perf_counter()
+    path = str(ckpt) if resume_from and ckpt.is_file() else None
     try:
-        trainer.fit(module, loaders.train, loaders.val, ckpt_path=str(ckpt) if resume_from and ckpt.is_file() else None,
-                    weights_only=True)  # resume never unpickles arbitrary objects
+        trainer.fit(module, loaders.train, loaders.val, ckpt_path=path, **_weights_only(trainer, path))
     except SystemExit:
         if trainer.interrupted:  # Lightning handles Ctrl-C itself, then exits: _run reports it
             raise KeyboardInterrupt from None
@@ -220,6 +226,28 @@ def _run_trainer(trainer: Any, module: Any, loaders: Any, run_dir: Path, resume_
     if trainer.interrupted:  # Lightning < 2.5 returns from fit after Ctrl-C
         raise KeyboardInterrupt
     return time.perf_counter() - start
+
+
+def _weights_only(trainer: Any, ckpt_path: str | None) -> dict[str, Any]:
+    """Resume never unpickles arbitrary objects: Lightning >= 2.6 is told ``weights_only=True``; an older one
+    (its ``fit`` has no such argument and unpickles the file itself) is given the file only after torch's
+    weights-only unpickler has read all of it (the same bytes then hold no other object to build); a file it
+    refuses is a ``RunError``."""
+    import inspect
+
+    if "weights_only" in inspect.signature(trainer.fit).parameters:
+        return {"weights_only": True}
+    if ckpt_path is not None:
+        import pickle
+
+        import torch
+
+        try:
+            torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise RunError(f"{ckpt_path}: holds more than weights and training state, so it is not loaded "
+                           f"({str(err).splitlines()[0][:160]}); start the run afresh with --overwrite") from err
+    return {}
 
 
 def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tuple[Any, str | None]:
@@ -289,3 +317,4 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isn't a multiple of.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
