@@ -63,14 +63,7 @@ def _batch(paths: list[Path]) -> torch.Tensor:
     return normalize(torch.stack([to_uint8_tensor(load_image(p), SIZE) for p in paths]), MEAN, STD)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> object:
-    """Tiny models on a shared 2-core machine: one torch thread is many times faster than two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -43,14 +43,7 @@ def square_images(n: int, corner: bool, rng: np.random.Generator, size: int = SI
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> object:
-    """Tiny models on a shared 2-core machine: one torch thread is faster than two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def corner_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

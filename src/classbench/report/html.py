@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import math
 import os
 import shlex
 import struct
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, RunError
+from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
 from classbench.report.exports import export_rows
 from classbench.runs import atomic_write_text, read_json
 
@@ -30,65 +30,9 @@ RUN_FIGURES = [("curves", "curves.png", "Training curves"), ("confusion", "confu
                ("class_probabilities", "class_probabilities.png", "Mean predicted probability per true class"),
                ("reliability", "reliability.png", "Calibration (reliability diagram)"),
                ("misclassified", "misclassified.png", "Misclassified images")]
-# leaderboard column -> (header, kind); kind picks the number format
-COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"), "params": ("params", "params"),
-           "img_size": ("img size", "int"), "train_seconds": ("train time", "sec"),
-           "train_images_per_s": ("train img/s", "rate"), "infer_ms_batch1": ("infer ms (batch 1)", "ms"),
-           "infer_images_per_s_batch32": ("infer img/s (batch 32)", "rate"), "val_acc": ("val acc", "score"),
-           "val_macro_f1": ("val macro-F1", "score"), "val_balanced_acc": ("val bal. acc", "score"),
-           "test_acc": ("test acc", "score"), "test_macro_f1": ("test macro-F1", "score"),
-           "test_balanced_acc": ("test bal. acc", "score"), "worst_class_recall": ("worst-class recall", "score"),
-           "worst_class": ("worst class", "text"), "ece": ("ECE", "score"), "run_dir": ("run folder", "text"),
-           "status": ("verdict", "text"), "heldout_macro_f1": ("held-out macro-F1", "score"),
-           "delta": ("\u0394 to the top", "score"), "delta_low": ("\u0394 95% low", "score"),
-           "delta_high": ("\u0394 95% high", "score"),
-           "fold_delta_low": ("\u0394 95% low (folds)", "score"), "fold_delta_high": ("\u0394 95% high (folds)", "score"),
-           "fold_mean": ("fold mean", "score"),
-           "fold_std": ("fold std", "score"), "fold_low": ("fold 95% low", "score"), "fold_high": ("fold 95% high", "score"),
-           "replicates": ("runs", "int"), "lr": ("learning rate", "text"),
-           "heldout_worst_class_recall": ("held-out worst recall", "score"),
-           "heldout_worst_class": ("held-out worst class", "text"),
-           **{f"{k}_{end}": (f"{label} 95% {end}", "score") for k, label in (
-               ("test_acc", "test acc"), ("test_macro_f1", "test macro-F1"), ("test_balanced_acc", "test bal. acc"))
-              for end in ("low", "high")}}
-VERDICT_ORDER = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "delta_high", "fold_delta_low",
-                 "fold_delta_high", "fold_mean", "fold_std",
-                 "fold_low", "fold_high", "heldout_worst_class_recall", "heldout_worst_class", "test_macro_f1",
-                 "test_macro_f1_low", "test_macro_f1_high", "test_balanced_acc", "test_balanced_acc_low",
-                 "test_balanced_acc_high", "test_acc", "test_acc_low", "test_acc_high", "worst_class_recall",
-                 "worst_class", "ece", "params", "img_size", "lr", "replicates", "train_seconds",
-                 "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "architecture", "run_dir"]
 MAX_LABEL_ISSUES_SHOWN = 24
-METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
-           ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"),
-           ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)"), ("temperature", "temperature"),
-           ("nll", "NLL")]
 BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
                 "none": "nothing (no re-weighting, no re-sampling)"}
-
-def num(value: Any) -> float | None:
-    """A finite float from a CSV cell / JSON value, else None."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-FORMATS = {
-    "params": lambda x: f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} K" if x >= 1e3 else f"{x:.0f}",
-    "sec": lambda x: f"{x:.1f} s" if x < 60 else f"{x / 60:.1f} min" if x < 3600 else f"{x / 3600:.2f} h",
-    "rate": lambda x: f"{x:,.1f}" if x < 100 else f"{x:,.0f}",
-    "ms": "{:.2f}".format, "int": "{:,.0f}".format, "pct": "{:.1%}".format, "score": "{:.3f}".format,
-}
-
-
-def fmt(value: Any, kind: str = "score") -> str:
-    """Display text for a number of the given kind (a dash when missing, text as it is)."""
-    x = num(value)
-    if kind == "text" or (x is None and value not in (None, "")):
-        return str(value)
-    return "\u2013" if x is None else FORMATS.get(kind, FORMATS["score"])(x)
 
 
 def _figure(path: Path, title: str) -> dict[str, Any]:
