@@ -33,10 +33,10 @@ def test_out_of_place_activations_compute_the_same_values_and_gradients() -> Non
 
 def test_levers_follow_the_device_and_touch_nothing_else() -> None:
     net = timm.create_model("test_efficientnet", num_classes=3)
-    assert cpu_levers(net, "bf16-mixed", on_gpu=True) == {}
+    assert cpu_levers(net, on_gpu=True) == {}
     assert sum(getattr(m, "inplace", False) is True for m in net.modules()) == 11  # a GPU keeps them in place
     types = [type(m) for m in net.modules()]
-    assert cpu_levers(net, "bf16-mixed", on_gpu=False) == {"out_of_place_activations": 11}
+    assert cpu_levers(net, on_gpu=False) == {"out_of_place_activations": 11}
     assert [type(m) for m in net.modules()] == types  # no module swapped, no kernel of our own
 
 

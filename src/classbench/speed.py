@@ -31,7 +31,7 @@ def out_of_place_activations(model: nn.Module) -> int:
     return switched
 
 
-def cpu_levers(model: nn.Module, precision: str, on_gpu: bool) -> dict[str, object]:
+def cpu_levers(model: nn.Module, on_gpu: bool) -> dict[str, object]:
     """Apply the levers that fit this run (CPU only); returns what was done, for the run's config."""
     if on_gpu:
         return {}

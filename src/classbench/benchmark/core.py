@@ -121,7 +121,7 @@ def _measure(name: str, img_size: int | None, manifest: Any, o: dict[str, Any]) 
     n_classes = len(manifest.classes) if manifest else 10
     start = time.perf_counter()
     net = create_model(arch, n_classes)
-    cpu_levers(net, prec, device.type == "cuda")  # the same training step that `train` runs
+    cpu_levers(net, device.type == "cuda")  # the same training step that `train` runs
     module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=1e-3,
                               backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
     sync()

@@ -161,7 +161,7 @@ def _build(config: TrainConfig, plan: Resolved, manifest: Any, train_counts: lis
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(plan.architecture, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
-    levers = cpu_levers(net, plan.precision, plan.on_gpu)
+    levers = cpu_levers(net, plan.on_gpu)
     pool = Manifest.load(config.cache_pool) if config.cache_pool and Path(config.cache_pool).is_file() else None
     loaders = build_loaders(manifest, plan.img_size, plan.batch_size, config.augment, plan.balance, config.cache,
                             plan.workers, config.seed, plan.on_gpu, progress=config.progress and not worker,
