@@ -137,11 +137,11 @@ def torch_logits(model: Any, samples: Samples, meta: dict[str, Any]) -> np.ndarr
     return run_logits(TorchRunner(model, "cpu"), samples, meta)
 
 
-def _macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:
-    """scikit-learn's macro-F1 over the classes present (labelled or predicted), as ``evaluate`` counts it."""
-    from sklearn.metrics import f1_score
+def _macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over the classes present (labelled or predicted), counted as ``evaluate`` counts it."""
+    from classbench.metrics import classification_summary
 
-    return float(f1_score(labels, pred, average="macro", zero_division=0))
+    return float(classification_summary(labels, pred, None, [str(c) for c in range(n_classes)])["macro_f1"])
 
 
 def agreement(reference: np.ndarray, logits: np.ndarray, samples: Samples, meta: dict[str, Any],
@@ -175,8 +175,8 @@ def agreement(reference: np.ndarray, logits: np.ndarray, samples: Samples, meta:
     }
     if labelled and (groups >= 0).any():
         known = groups >= 0
-        report["macro_f1_torch"] = _macro_f1(groups[known], ref_top[known])
-        report["macro_f1_export"] = _macro_f1(groups[known], out_top[known])
+        report["macro_f1_torch"] = _macro_f1(groups[known], ref_top[known], reference.shape[1])
+        report["macro_f1_export"] = _macro_f1(groups[known], out_top[known], reference.shape[1])
     if tolerance is not None and report["max_abs_prob_diff"] > tolerance:
         raise ModelError(f"parity check failed: max probability difference {report['max_abs_prob_diff']:.2e} > "
                          f"{tolerance:.0e} (top-1 agreement {report['top1_agreement']:.1%}) over {len(reference)} inputs")
