@@ -1,4 +1,4 @@
-"""--logger: TensorBoard and MLflow (local file store) read back for real after a 1-epoch run, W&B offline,
+"""--logger: TensorBoard and MLflow (local SQLite store) read back for real after a 1-epoch run, W&B offline,
 the resumed run continuing the same MLflow run, compare forwarding the option, and the one-line refusals."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def data(tmp_path_factory) -> Path:
 def logged(data, tmp_path_factory) -> tuple[Path, str]:
     """One 1-epoch run logged to TensorBoard and MLflow (repeated and comma-separated --logger)."""
     root = tmp_path_factory.mktemp("logged")
-    uri = (root / "store").as_uri()
+    uri = f"sqlite:///{root / 'store' / 'runs.db'}"  # a URI as given (its folder does not exist yet)
     result = invoke("train", data, *TINY, "--logger", "tensorboard", "--logger", "csv,mlflow", "--mlflow-uri", uri,
                     "--out", root / "run")
     assert result.exit_code == 0, result.output
@@ -119,29 +120,34 @@ def test_a_resumed_run_continues_the_same_mlflow_run(logged) -> None:
     assert len(history) == 2 and history[0].step < history[1].step
 
 
-def test_mlflow_defaults_to_mlruns_beside_the_runs(tmp_path, monkeypatch) -> None:
+def test_mlflow_defaults_to_a_sqlite_store_beside_the_runs(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_mlflow_uri(None, tmp_path / "runs" / "r18") == (tmp_path / "runs" / "mlruns").as_uri()
+    assert resolve_mlflow_uri(None, tmp_path / "runs" / "r18") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     (tmp_path / "cmp").mkdir()
     (tmp_path / "cmp" / "compare.json").write_text("{}")
     fold = tmp_path / "cmp" / "cv" / "resnet18" / "fold-1"
-    assert resolve_mlflow_uri(None, fold) == (tmp_path / "cmp" / "mlruns").as_uri()
-    assert resolve_mlflow_uri(str(tmp_path / "store"), fold) == (tmp_path / "store").as_uri()
+    assert resolve_mlflow_uri(None, fold) == f"sqlite:///{tmp_path / 'cmp' / 'mlflow.db'}"
+    assert resolve_mlflow_uri(str(tmp_path / "store"), fold) == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    assert resolve_mlflow_uri((tmp_path / "old").as_uri(), fold) == (tmp_path / "old").as_uri()  # a file: store as given
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert resolve_mlflow_uri(None, fold) == "http://mlflow.example:5000"
 
 
 def test_compare_forwards_the_loggers_to_every_run(data, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     out = tmp_path / "cmp"
     result = invoke("compare", data, "--models", "test_efficientnet,test_resnet", "--folds", "1", "--no-refit",
                     "--epochs", "1", "--img-size", "32", "--logger", "tensorboard,mlflow", "--out", out)
     assert result.exit_code == 0, result.output
     runs = [out / "test_efficientnet", out / "test_resnet"]
     assert all(list((r / "tensorboard").glob("events.out.tfevents.*")) for r in runs)
-    client = mlflow_client((out / "mlruns").as_uri())
-    found = client.search_runs([client.get_experiment_by_name("classbench").experiment_id])
+    client = mlflow_client(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("classbench")
+    assert experiment.artifact_location == (out / "mlartifacts").as_uri()  # beside the store, not in the cwd
+    found = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in found) == ["cmp/test_efficientnet", "cmp/test_resnet"]
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ  # the host process's environment is left alone
     assert all("best/val_macro_f1" in r.data.metrics for r in found)
 
 

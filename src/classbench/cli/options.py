@@ -20,7 +20,7 @@ LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate r
 LOGGER_HELP = ("Also log to csv|tensorboard|mlflow|wandb through Lightning's loggers (several: comma-separated or "
                "repeated); metrics.csv is always written. tensorboard/mlflow/wandb need "
                'pip install "classbench\\[tensorboard]" (or \\[mlflow], \\[wandb]).')  # \\[: not rich markup
-MLFLOW_URI_HELP = "MLflow tracking URI or folder (default: $MLFLOW_TRACKING_URI, else the file store mlruns/ beside the runs)."
+MLFLOW_URI_HELP = "MLflow tracking URI or folder for its mlflow.db (default: $MLFLOW_TRACKING_URI, else mlflow.db beside the runs)."
 CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
                          "(0: every epoch); also after a new best model and after the final epoch.")
 

@@ -67,7 +67,7 @@ class TrainConfig:
     progress: bool = True
     logger: str | list[str] | tuple[str, ...] = ("csv",)  # names, each may be comma-separated: csv (always on),
     # tensorboard, mlflow, wandb (kept as given, a tuple as a list; config.resolve parses it)
-    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the file store mlruns/ beside the runs
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the SQLite store mlflow.db beside the runs
     resolved: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -197,12 +197,15 @@ def check_installed(loggers: Sequence[str]) -> None:
 
 
 def resolve_mlflow_uri(given: str | None, run_dir: Path) -> str:
-    """``--mlflow-uri`` (a plain path becomes a ``file:`` URI), else ``$MLFLOW_TRACKING_URI``, else the file store
-    ``mlruns/`` beside the runs: in the enclosing compare folder for a compare's runs, else beside the run folder."""
+    """``--mlflow-uri`` as given when it is a URI, a plain folder as the SQLite store ``FOLDER/mlflow.db``; else
+    ``$MLFLOW_TRACKING_URI``; else the SQLite store ``mlflow.db`` beside the runs (in the enclosing compare folder
+    for a compare's runs, else beside the run folder). SQLite, not a ``file:`` store: MLflow >= 3.7 refuses file
+    stores unless the process opts in through an environment variable, which a library must not set for its host."""
     uri = given or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri if "://" in uri or uri.startswith("file:") else Path(uri).resolve().as_uri()
-    return (run_home(run_dir) / "mlruns").resolve().as_uri()
+    if uri and ("://" in uri or uri.startswith("file:")):
+        return uri
+    folder = Path(uri) if uri else run_home(run_dir)
+    return f"sqlite:///{(folder / 'mlflow.db').resolve().as_posix()}"
 
 
 def run_home(run_dir: Path) -> Path:

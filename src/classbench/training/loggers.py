@@ -2,11 +2,12 @@
 
 ``csv`` is always on: it is the run folder's ``metrics.csv`` (written by ``RunRecorder``, the source of truth).
 The others are Lightning's ``TensorBoardLogger`` (``RUN/tensorboard/``), ``MLFlowLogger`` (the tracking URI that
-``config.resolve_mlflow_uri`` chose; experiment ``$MLFLOW_EXPERIMENT_NAME`` or ``classbench``) and ``WandbLogger``
-(``RUN/wandb/``, project ``$WANDB_PROJECT`` or ``classbench``; ``WANDB_MODE=offline`` works as usual). Each receives
-what Lightning logs during training (per-step loss, per-epoch train/val metrics), the run's configuration as
-hyperparameters (when a fresh run starts) and its best epoch's validation metrics as ``best/...`` (when training
-ends). A resumed run continues the same MLflow and W&B runs: their ids are kept in ``RUN/loggers.json``.
+``config.resolve_mlflow_uri`` chose, by default a SQLite store; experiment ``$MLFLOW_EXPERIMENT_NAME`` or
+``classbench``) and ``WandbLogger`` (``RUN/wandb/``, project ``$WANDB_PROJECT`` or ``classbench``;
+``WANDB_MODE=offline`` works as usual). Each receives what Lightning logs during training (per-step loss, per-epoch
+train/val metrics), the run's configuration as hyperparameters (when a fresh run starts) and its best epoch's
+validation metrics as ``best/...`` (when training ends). A resumed run continues the same MLflow and W&B runs:
+their ids are kept in ``RUN/loggers.json``. Nothing here changes the process's environment.
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ def build_loggers(names: Sequence[str], run_dir: Path, mlflow_uri: str | None) -
         from lightning.pytorch.loggers import MLFlowLogger
 
         uri = str(mlflow_uri)
-        if uri.startswith("file:") or "://" not in uri:
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.7 asks file stores to opt in
         loggers.append(MLFlowLogger(experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", "classbench"),
-                                    run_name=run_label(run_dir), tracking_uri=uri, run_id=ids.get("mlflow_run_id")))
+                                    run_name=run_label(run_dir), tracking_uri=uri, run_id=ids.get("mlflow_run_id"),
+                                    artifact_location=_sqlite_artifacts(uri)))
     if "wandb" in names:
         from lightning.pytorch.loggers import WandbLogger
 
@@ -68,10 +68,20 @@ def build_loggers(names: Sequence[str], run_dir: Path, mlflow_uri: str | None) -
     return loggers
 
 
+def _sqlite_artifacts(uri: str) -> str | None:
+    """For a local SQLite store: its folder is created and its artifacts go to ``mlartifacts/`` beside it (MLflow's
+    own default would be ``./mlruns`` in whatever the working directory is); None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / "mlartifacts").resolve().as_uri()
+
+
 def _start(logger: Any) -> None:
     """Open the logger's run now, so a tracking server that cannot be reached or W&B without credentials is one
     line before training starts (rank 0 only: the others get a dummy experiment)."""
-    hints = {"MLFlowLogger": "check --mlflow-uri / $MLFLOW_TRACKING_URI",
+    hints = {"MLFlowLogger": "check --mlflow-uri / $MLFLOW_TRACKING_URI (a file: store needs MLFLOW_ALLOW_FILE_STORE=true)",
              "WandbLogger": "run `wandb login`, or set WANDB_MODE=offline"}
     name = type(logger).__name__
     if name not in hints:
