@@ -62,6 +62,23 @@ def test_same_seed_gives_same_weights(three_classes, tmp_path) -> None:
     assert (a.path / "split.csv").read_text() == (b.path / "split.csv").read_text()
 
 
+def test_training_leaves_the_host_process_as_it_was(three_classes, tmp_path, monkeypatch) -> None:
+    """A library call: no environment variable, logger level or warning filter of the caller's process changes."""
+    import logging
+    import os
+    import warnings
+
+    for name in ("CLASSBENCH_RUN_DIR", "PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    monkeypatch.setattr(lightning_log, "level", logging.INFO)
+    classbench.train(three_classes, model="test_efficientnet", out=tmp_path / "r", **{**FAST, "epochs": 1})
+    assert not {"CLASSBENCH_RUN_DIR", "PL_GLOBAL_SEED", "PL_SEED_WORKERS"} & set(os.environ)
+    assert lightning_log.level == logging.INFO
+    quieted = [f for f in warnings.filters if f[1] is not None and "many workers" in f[1].pattern]
+    assert not quieted
+
+
 def test_model_too_small_for_inception_is_refused_up_front(three_classes, tmp_path) -> None:
     with pytest.raises(ModelError, match="--img-size >= 75"):
         classbench.train(three_classes, model="inception_v3", out=tmp_path / "r", **{**FAST, "img_size": 64})

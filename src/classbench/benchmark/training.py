@@ -55,9 +55,8 @@ def train_rate(module: Any, batches: Any, precision: str, steps: int, warmup: in
             self.stamps.append(time.perf_counter())
             self.sizes.append(int(batch[1].numel()))
 
-    quiet_lightning()
     clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="classbench-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="classbench-bench-") as folder, quiet_lightning():
         trainer = L.Trainer(accelerator="auto", devices=1, precision=precision, max_steps=warmup + steps,
                             max_epochs=-1, gradient_clip_val=DEFAULT_GRAD_CLIP or None, callbacks=[clock],
                             logger=False, enable_checkpointing=False, enable_progress_bar=False,

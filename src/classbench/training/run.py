@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,10 +92,9 @@ def _run(config: TrainConfig, resume_from: Path | None) -> TrainResult:
         run_dir = Path(config.out) if config.out else default_run_dir(arch)
         run_dir, fresh = prepare_run_dir(run_dir, overwrite=config.overwrite), True
     config.out = str(run_dir)
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-    quiet_lightning()
     try:
-        return _fit(config, arch, run_dir, resume_from, worker)
+        with run_dir_env(run_dir), quiet_lightning():
+            return _fit(config, arch, run_dir, resume_from, worker)
     except KeyboardInterrupt:  # Ctrl-C anywhere: before training, or inside Lightning's fit (see _fit)
         if (run_dir / "config.yaml").is_file():
             raise Interrupted(f"interrupted; continue with: classbench train --resume {run_dir}") from None
@@ -308,13 +309,40 @@ def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: flo
     return TrainResult(run_dir, recorder.best_epoch, best, summary)
 
 
-def quiet_lightning() -> None:
-    """Lightning's start-up chatter and the warnings that do not apply to classbench's loops, silenced."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*isn't a multiple of.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's start-up chatter and the warnings that do not apply to classbench's loops, silenced for the
+    body only: the host's logger levels and warning filters are restored after it."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
+             "lightning.fabric.utilities.rank_zero")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        for name in names:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        for message in (".*does not have many workers.*", ".*isn't a multiple of.*", ".*LeafSpec.*",
+                        ".*Checkpoint directory.*exists and is not empty.*", ".*smaller than the logging interval.*"):
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def run_dir_env(run_dir: Path) -> Iterator[None]:
+    """``$CLASSBENCH_RUN_DIR`` set to the prepared run folder for the body (Lightning's DDP launcher starts the
+    other ranks as child processes, which inherit it and train into the same folder); afterwards it and the
+    variables ``L.seed_everything`` sets for the same purpose (``PL_GLOBAL_SEED``, ``PL_SEED_WORKERS``) are
+    restored to what the caller had."""
+    names = (RUN_DIR_ENV, "PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
