@@ -32,3 +32,21 @@ def test_help_lists_every_command() -> None:
     for command in ("check", "split", "demo-data", "train", "evaluate", "predict", "compare", "report", "export",
                     "bench", "demo"):
         assert command in out, command
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_feature_and_the_extra(monkeypatch) -> None:
+    import pytest
+
+    from classbench.errors import ClassbenchError
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import huggingface_hub now raises ImportError
+    expected = r'^the Hugging Face Hub needs huggingface_hub, which is not installed: pip install "classbench\[hub\]"$'
+    with pytest.raises(ClassbenchError, match=expected):
+        classbench.load("hf-hub:someone/model")
+
+
+def test_first_line_quotes_a_third_party_error_in_one_line() -> None:
+    from classbench.errors import first_line
+
+    assert first_line(RuntimeError("\n  bad header\nat byte 12\n")) == "bad header"
+    assert first_line(OSError()) == "OSError" and first_line(ValueError("x" * 500), 10) == "x" * 10

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from sklearn.metrics import f1_score
 from typer.testing import CliRunner
@@ -18,7 +19,6 @@ from classbench.cli import app
 from classbench.data.manifest import Manifest
 from classbench.errors import ClassbenchError, ModelError
 from classbench.exporting import export, render_export, variant_name
-from classbench.exporting.quantize import qdq_summary
 from classbench.predict import load
 from classbench.runs import file_sha256
 from tests.synth import make_class_folders
@@ -51,6 +51,16 @@ def copy_run(run: Path, name: str) -> Path:
 def val_paths(run: Path) -> tuple[list[str], list[str]]:
     samples = Manifest.load(run / "split.csv").subset("val")
     return [str(s.path) for s in samples], [s.label for s in samples]
+
+
+def qdq_summary(data: bytes) -> dict[str, int]:
+    """Counts of QuantizeLinear / DequantizeLinear nodes and of int8 / uint8 initializers of an ONNX model."""
+    proto = onnx.load_from_string(data)
+    ops = [n.op_type for n in proto.graph.node]
+    types = [i.data_type for i in proto.graph.initializer]
+    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
+            "int8_initializers": types.count(onnx.TensorProto.INT8),
+            "uint8_initializers": types.count(onnx.TensorProto.UINT8)}
 
 
 def test_int8_export_is_a_qdq_model_that_passes_its_parity_check(run: Path, results: dict) -> None:

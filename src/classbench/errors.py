@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``str(err)`` (at most ``limit`` characters), else the exception's type name: what
+    a one-line message quotes of a third-party error."""
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 class ClassbenchError(Exception):
     """An error caused by user input; the CLI prints ``str(err)`` on one line and exits non-zero.
 

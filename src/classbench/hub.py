@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from classbench.errors import ClassbenchError, ModelError
+from classbench.errors import ClassbenchError, ModelError, first_line
+from classbench.inference import import_optional
+from classbench.intervals import interval_text
 from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 HUB_PREFIX = "hf-hub:"
@@ -131,8 +133,7 @@ def _eval_section(evaluation: dict[str, Any] | None) -> list[str]:
              "never used to choose the checkpoint:", "", "| metric | value | 95% CI |", "|---|---|---|"]
     for key, label in _METRICS:
         if isinstance(metrics.get(key), (int, float)):
-            low_high = ci.get(key)
-            interval = f"{low_high[0]:.3f}–{low_high[1]:.3f}" if isinstance(low_high, list) and len(low_high) == 2 else ""
+            interval = interval_text(ci.get(key), 3, "–")
             extra = f" ({md(metrics['worst_class'])})" if key == "worst_class_recall" and metrics.get("worst_class") else ""
             lines.append(f"| {label}{extra} | {metrics[key]:.3f} | {interval} |")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
@@ -153,15 +154,6 @@ def _portable(meta: dict[str, Any]) -> dict[str, Any]:
     return shared
 
 
-def _hub() -> Any:
-    """The ``huggingface_hub`` module, or a one-line ``ClassbenchError`` naming the extra that installs it."""
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise ClassbenchError('the Hugging Face Hub needs huggingface_hub: pip install "classbench[hub]"') from None
-    return huggingface_hub
-
-
 def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
          out_dir: str | os.PathLike | None = None) -> str:
     """Export ``run_dir`` (into ``out_dir``, default ``RUN/hf``) and upload the folder to the Hub model repository
@@ -169,7 +161,7 @@ def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, token:
 
     No token (none given, none saved by ``hf auth login``, no ``HF_TOKEN``), or a failed create/upload (no
     network, a repository the token cannot write): one-line ``ClassbenchError``; the local export is kept."""
-    hub = _hub()
+    hub = import_optional("huggingface_hub", "hub", "the Hugging Face Hub")
     if "/" not in repo_id.strip("/"):
         raise ClassbenchError(f"{repo_id!r}: give the repository as ORG/NAME (or USER/NAME)")
     folder = export_hf(run_dir, Path(out_dir) if out_dir else Path(run_dir) / "hf", repo_id=repo_id)
@@ -183,7 +175,7 @@ def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, token:
         api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), allow_patterns=HUB_FILES,
                           commit_message="classbench: upload model folder")
     except Exception as err:  # HTTP errors (401/403/404), no network: one line, the export stays
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        first = first_line(err)
         raise ClassbenchError(f"push to {repo_id} failed ({type(err).__name__}: {first}); check that your token can "
                               f"write there; the export is kept in {folder}") from err
     return str(url) if url else f"https://huggingface.co/{repo_id}"
@@ -196,12 +188,12 @@ def resolve(spec: str | os.PathLike, token: str | None = None) -> Path:
     if not is_hub_spec(spec):
         return Path(spec)
     repo, _, revision = str(spec)[len(HUB_PREFIX):].partition("@")
-    hub = _hub()
+    hub = import_optional("huggingface_hub", "hub", "the Hugging Face Hub")
     try:
         folder = Path(hub.snapshot_download(repo_id=repo, revision=revision or None, token=token,
                                             allow_patterns=["*.json", "*.safetensors", "README.md"]))
     except Exception as err:  # not found, gated, no network: one line
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        first = first_line(err)
         raise ModelError(f"{spec}: could not fetch it from the Hugging Face Hub ({type(err).__name__}: {first})") from err
     if not (folder / "model.safetensors").is_file():
         raise ModelError(f"{spec}: the repository has no model.safetensors (classbench never loads pickled weights)")

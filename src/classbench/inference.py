@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classbench.errors import ClassbenchError, ImageLoadError, ModelError
-from classbench.metrics import softmax
+from classbench.errors import ClassbenchError, ImageLoadError, ModelError, first_line
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
 __all__ = ["EXPORTS", "ImageBatch", "OnnxSession", "OpenVinoModel", "TorchRunner", "import_optional", "iter_batches",
-           "no_autocast", "open_export", "parse_metadata", "physical_cores", "softmax"]
+           "no_autocast", "open_export", "parse_metadata", "physical_cores"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,16 @@ EXPORTS: dict[str, ExportKind] = {
 }
 
 
-def import_optional(module: str, extra: str) -> Any:
-    """``importlib.import_module(module)``, or one ClassbenchError line naming ``pip install "classbench[extra]"``."""
+def import_optional(module: str, extra: str, needed_by: str | None = None) -> Any:
+    """``importlib.import_module(module)``, or one ClassbenchError line naming ``pip install "classbench[extra]"``
+    (and ``needed_by``, the feature that needs it, when given)."""
     try:
         return importlib.import_module(module)
-    except ImportError as err:
-        raise ClassbenchError(f"{module} is not installed (needed here); pip install \"classbench[{extra}]\"") from err
+    except ImportError:
+        fix = f'pip install "classbench[{extra}]"'
+        if needed_by:
+            raise ClassbenchError(f"{needed_by} needs {module}, which is not installed: {fix}") from None
+        raise ClassbenchError(f"{module} is not installed (needed here); {fix}") from None
 
 
 # ---------------------------------------------------------------- image files -> uint8 batches
@@ -213,7 +216,7 @@ class OnnxSession:
             source = model_bytes if model_bytes is not None else str(self.path)
             self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            first = first_line(err, 160)
             raise ModelError(f"{self.path}: damaged or truncated ONNX file ({first}); {fix}") from err
         self.providers = self.session.get_providers()
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
@@ -278,7 +281,7 @@ class OpenVinoModel:
             with keep_signal_stack():
                 self.compiled = core.compile_model(model, "CPU" if device in ("cpu", "auto") else device, config)
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            first = first_line(err, 160)
             raise ModelError(f"{self.path}: damaged OpenVINO IR ({first}); re-run `classbench export ... "
                              "--format openvino`") from err
         self.output = self.compiled.output(0)

@@ -77,14 +77,14 @@ def small_class_warnings(per_class: Sequence[dict[str, Any]], min_support: int =
     return out
 
 
-def interval_text(interval: Sequence[float | None] | None, digits: int = 2) -> str:
-    """``"0.16-1.00"`` for a finite ``[low, high]``; ``""`` when missing or NaN."""
-    if not interval or len(interval) != 2:
+def interval_text(interval: Sequence[float | None] | None, digits: int = 2, sep: str = "-") -> str:
+    """``"0.16-1.00"`` for a ``[low, high]`` of finite numbers (``sep`` between them); ``""`` when the interval is
+    missing, not two numbers, or NaN: the one formatter of intervals for the CLI, Markdown and HTML."""
+    try:
+        low, high = (float(x) for x in interval)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
         return ""
-    low, high = interval
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
-        return ""
-    return f"{low:.{digits}f}-{high:.{digits}f}"
+    return f"{low:.{digits}f}{sep}{high:.{digits}f}" if np.isfinite(low) and np.isfinite(high) else ""
 
 
 HEADLINE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))

@@ -200,12 +200,6 @@ def _head_prefix(model: Any) -> str:
     return f"{classifier}." if classifier else "\0"
 
 
-def head_parameters(model: Any) -> list[Any]:
-    """Parameters of the classifier head (everything a fresh fine-tune must train first)."""
-    head = model.get_classifier()
-    return list(head.parameters()) if hasattr(head, "parameters") else []
-
-
 def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 

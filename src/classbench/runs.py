@@ -150,7 +150,7 @@ def environment_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_info().name,
         "cpu_count": os.cpu_count(),
         "versions": versions,
     }
@@ -190,10 +190,6 @@ def cpu_info() -> CpuInfo:
                  frozenset())
     cores = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.DOTALL))
     return CpuInfo(name, flags, len(cores) or None)
-
-
-def _cpu_name() -> str:
-    return cpu_info().name
 
 
 def _plain(obj: Any) -> Any:

@@ -21,6 +21,7 @@ of each model's own score is shown too (mean, std and the same corrected interva
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +57,7 @@ class Standing:
     status: str = "best"  # best | tied | worse
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "score": self.score, "fold_mean": self.fold_mean, "fold_std": self.fold_std,
-                "fold_ci": list(self.fold_ci) if self.fold_ci else None, "delta": self.delta,
-                "delta_ci": list(self.delta_ci) if self.delta_ci else None,
-                "fold_delta_ci": list(self.fold_delta_ci) if self.fold_delta_ci else None, "status": self.status}
+        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -17,43 +17,41 @@ from typing import Any
 import numpy as np
 
 from classbench.benchmark.training import sync
+from classbench.errors import first_line
 
 EXPORT_RATES = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 CALIBRATION_BATCHES = 4
 
 
 def torch_rates(module: Any, batch_size: int, size: int, device: Any, repeats: int = 5) -> tuple[float, float]:
-    """fp32 eval: images/s at ``batch_size`` and ms per image at batch 1 (what evaluation/predict use)."""
+    """fp32 eval of the module (uint8 input, as evaluation/predict feed it): images/s at ``batch_size`` and ms
+    per image at batch 1."""
     import torch
 
     module.eval()
-    out = []
     with torch.inference_mode():
-        for batch in (batch_size, 1):
-            x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-            module(x)
-            n = repeats if batch > 1 else repeats * 4
-            sync()
-            start = time.perf_counter()
-            for _ in range(n):
-                module(x)
-            sync()
-            out.append((time.perf_counter() - start) / n)
+        rates = time_runner(module, batch_size, size, repeats, wait=sync,
+                            make=lambda n: torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device))
     module.train()
-    return batch_size / out[0], out[1] * 1000
+    return rates
 
 
-def time_runner(run: Callable[[np.ndarray], Any], batch_size: int, size: int, repeats: int = 5) -> tuple[float, float]:
-    """Images/s of ``run`` at ``batch_size`` and ms at batch 1 (one warm-up call each, then ``repeats`` /
-    ``4 x repeats`` timed calls) on seeded normal inputs."""
+def time_runner(run: Callable[[Any], Any], batch_size: int, size: int, repeats: int = 5,
+                make: Callable[[int], Any] | None = None, wait: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """Images/s of ``run`` at ``batch_size`` and ms at batch 1: one warm-up call each, then ``repeats`` /
+    ``4 x repeats`` timed calls on ``make(batch)`` (default: seeded normal float32 NCHW arrays); ``wait()``
+    before each clock read (``sync`` for CUDA work)."""
+    make = make or (lambda n: np.random.default_rng(0).standard_normal((n, 3, size, size), dtype=np.float32))
     out = []
     for batch in (batch_size, 1):
-        x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+        x = make(batch)
         run(x)
         n = repeats if batch > 1 else repeats * 4
+        wait()
         start = time.perf_counter()
         for _ in range(n):
             run(x)
+        wait()
         out.append((time.perf_counter() - start) / n)
     return round(batch_size / out[0], 2), round(out[1] * 1000, 3)
 
@@ -91,7 +89,7 @@ def _runners(model: Any, size: int, variants: Sequence[str]) -> dict[str, Any]:
             else:
                 built[variant] = f"unknown export {variant!r}; choose from {', '.join(EXPORT_RATES)}"
         except Exception as err:  # noqa: BLE001 - one runtime failing must not lose the others' numbers
-            built[variant] = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            built[variant] = first_line(err)
     return built
 
 
@@ -102,7 +100,7 @@ def export_rates(model: Any, batch_size: int, size: int, variants: Sequence[str]
     try:
         built = _runners(model, size, variants)
     except Exception as err:  # noqa: BLE001 - no ONNX graph: no exported rates, the training numbers stand
-        return {v: {"error": f"ONNX export failed: {str(err).splitlines()[0][:200] if str(err) else err}"}
+        return {v: {"error": f"ONNX export failed: {first_line(err)}"}
                 for v in variants}
     finally:
         model.train()

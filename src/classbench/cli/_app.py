@@ -102,11 +102,6 @@ def learning_rate(value: str | None) -> float | str | None:
     return number
 
 
-def folds(value: str) -> int | str:
-    """'auto' or a whole number >= 1."""
-    return "auto" if value == "auto" else int_or_auto("--folds", value)
-
-
 def devices(value: str) -> int | str:
     """'auto', a count ('2') or a device list ('0,1') passed through to Lightning."""
     return int(value) if value.isdigit() else value

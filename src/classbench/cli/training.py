@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import typer
 
-from classbench.cli._app import app, devices, folds, friendly, int_or_auto, learning_rate, names
+from classbench.cli._app import app, devices, friendly, int_or_auto, learning_rate, names
 from classbench.cli.options import (
     Augment,
     Balance,
@@ -151,7 +151,7 @@ def compare(
 
     board = run_compare(
         data, models=names(models), out=out, epochs=epochs, img_size=img_size, seed=seed, preset=preset,
-        folds=folds(folds_), seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
+        folds=int_or_auto("--folds", folds_), seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
         ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, val=val, test=test,
         pretrained=pretrained, batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
         precision=precision, lr=learning_rate(lr), checkpoint_every=checkpoint_every,

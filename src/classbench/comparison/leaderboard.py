@@ -3,7 +3,6 @@ CSV and Markdown, drawn as figures and rendered for the terminal."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +23,14 @@ MARKDOWN_COLUMNS = ["model", "status", "heldout_macro_f1", "delta", "delta_low",
                     "test_acc"]
 
 
-def measure_inference(run_dir: Path, repeats: int = 20) -> dict[str, float]:
-    """Batch-1 latency (ms) and batch-32 throughput (img/s) of the model users get, in fp32."""
-    import torch
-
+def measure_inference(run_dir: Path) -> dict[str, Any]:
+    """Batch-1 latency (ms) and batch-32 throughput (img/s) of the model users get, in fp32 (bench's timer)."""
+    from classbench.benchmark.rates import time_runner
     from classbench.predict import load
 
     clf = load(run_dir, backend="torch")
-    size = clf.img_size
-    result: dict[str, float] = {}
-    for batch, key in ((1, "ms_batch1"), (32, "images_per_s_batch32")):
-        x = torch.randn(batch, 3, size, size)
-        clf.logits(x)
-        n = repeats if batch == 1 else max(3, repeats // 4)
-        start = time.perf_counter()
-        for _ in range(n):
-            clf.logits(x)
-        seconds = (time.perf_counter() - start) / n
-        result[key] = round(seconds * 1000, 3) if batch == 1 else round(batch / seconds, 2)
-    result["backend"] = clf.backend
-    return result
+    images_per_s, ms = time_runner(clf.logits, 32, clf.img_size)
+    return {"ms_batch1": ms, "images_per_s_batch32": images_per_s, "backend": clf.backend}
 
 
 def _r(value: Any) -> Any:

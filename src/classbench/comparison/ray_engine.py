@@ -39,22 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from classbench.comparison import replicates as R
-from classbench.errors import ClassbenchError, RunError
+from classbench.errors import ClassbenchError, RunError, first_line
+from classbench.inference import import_optional
 
-RAY_EXTRA = 'pip install "classbench[ray]"'
 RETRIES = 2  # restarts of a task whose worker process died (each resumes from last.ckpt)
 CPU_ONLY_CPUS_PER_RUN = 4
 CONNECT_TIMEOUT_S = 3.0
 WORKER_SUFFIX = ".worker.json"  # beside the run folder: a fresh run's training may replace the folder itself
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ClassbenchError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
-    return ray
 
 
 def check_address(address: str) -> None:
@@ -76,7 +67,7 @@ def check_address(address: str) -> None:
 def connect(address: str | None) -> tuple[Any, bool]:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), or start a local instance; returns ``(ray,
     started_here)``. An already initialised Ray (a notebook, a test) is used as it is."""
-    ray = import_ray()
+    ray = import_optional("ray", "ray", "--engine ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_address(address)
@@ -239,7 +230,7 @@ def _outcome(ray: Any, ref: Any) -> str | None:
     try:
         return ray.get(ref)["error"]
     except ray.exceptions.RayTaskError as err:
-        return f"{type(err.cause).__name__ if err.cause else 'error'}: {str(err.cause or err).splitlines()[0]}"
+        return f"{type(err.cause).__name__ if err.cause else 'error'}: {first_line(err.cause or err, 300)}"
     except ray.exceptions.RayError as err:
         return f"the worker was lost {RETRIES + 1} times ({type(err).__name__})"
 

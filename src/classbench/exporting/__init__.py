@@ -29,11 +29,9 @@ from typing import Any
 
 from classbench.errors import ClassbenchError
 from classbench.exporting.render import render_export
-from classbench.inference import EXPORTS, OnnxSession, parse_metadata, physical_cores
-from classbench.metrics import softmax
+from classbench.inference import EXPORTS, OnnxSession, physical_cores
 
-__all__ = ["FORMATS", "ExportResult", "OnnxSession", "export", "parse_metadata", "physical_cores", "render_export",
-           "softmax", "variant_name"]
+__all__ = ["FORMATS", "ExportResult", "OnnxSession", "export", "physical_cores", "render_export", "variant_name"]
 
 FORMATS = ("onnx", "openvino", "tensorrt")
 PARITY_SPLITS = ("val", "test")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from classbench.errors import ModelError
+from classbench.errors import ModelError, first_line
 
 ONNX_FORMAT = "classbench-onnx/1"
 INPUT_NAME = "input"
@@ -141,8 +141,7 @@ def build_graph(model: Any, meta: dict[str, Any], sha: str, example: Any, opset:
                 data = proto.SerializeToString()
                 return Graph(data, exporter, version, check(data), notes)
             except Exception as err:  # noqa: BLE001 - try the other exporter, report both
-                first = str(err).splitlines()[0][:300] if str(err) else ""
-                notes.append(f"{exporter} exporter: {type(err).__name__}: {first}")
+                notes.append(f"{exporter} exporter: {type(err).__name__}: {first_line(err, 300)}")
     finally:
         if fp16:
             model.float()  # _fp32_io halved the model in place: the caller gets its fp32 model back

@@ -43,11 +43,6 @@ class Samples:
     unreadable: int = 0
     note: str = ""
 
-    @property
-    def count(self) -> int:
-        """Images used."""
-        return sum(len(b) for b in self.batches)
-
     def inputs(self, meta: dict[str, Any]) -> Iterator[np.ndarray]:
         """Normalised float32 NCHW batches (the models' input), one per stored batch."""
         from classbench.data.transforms import normalize

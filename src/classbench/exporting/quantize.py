@@ -16,7 +16,6 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -56,7 +55,8 @@ def quantize_int8(fp32: bytes, calibration: Sequence[np.ndarray], for_tensorrt: 
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": for_tensorrt})
         proto = onnx.load(str(out))
-    set_metadata(proto, {"precision": "int8", "quantization": json.dumps({**settings(for_tensorrt), "images": _count(calibration)})})
+    images = sum(len(b) for b in calibration)
+    set_metadata(proto, {"precision": "int8", "quantization": json.dumps({**settings(for_tensorrt), "images": images})})
     return proto.SerializeToString()
 
 
@@ -75,18 +75,3 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _count(batches: Sequence[Any]) -> int:
-    """Images in a list of batches."""
-    return int(sum(len(b) for b in batches))
-
-
-def qdq_summary(data: bytes) -> dict[str, int]:
-    """Counts of QuantizeLinear / DequantizeLinear nodes and of int8 / uint8 initializers of an ONNX model."""
-    import onnx
-
-    proto = onnx.load_from_string(data)
-    ops = [n.op_type for n in proto.graph.node]
-    types = [i.data_type for i in proto.graph.initializer]
-    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
-            "int8_initializers": types.count(onnx.TensorProto.INT8),
-            "uint8_initializers": types.count(onnx.TensorProto.UINT8)}

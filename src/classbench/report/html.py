@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, RunError
+from classbench.intervals import interval_text
 from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
 from classbench.report.exports import export_rows
 from classbench.runs import atomic_write_text, read_json
+from classbench.training.config import BALANCE_TEXT
 
 MAX_FIGURE_BYTES = 25 << 20
 COMPARE_FIGURES = [("class_counts.png", "Class counts per split"), ("curves_grid.png", "Training curves"),
@@ -31,8 +33,6 @@ RUN_FIGURES = [("curves", "curves.png", "Training curves"), ("confusion", "confu
                ("reliability", "reliability.png", "Calibration (reliability diagram)"),
                ("misclassified", "misclassified.png", "Misclassified images")]
 MAX_LABEL_ISSUES_SHOWN = 24
-BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
-                "none": "nothing (no re-weighting, no re-sampling)"}
 
 
 def _figure(path: Path, title: str) -> dict[str, Any]:
@@ -95,8 +95,7 @@ def _warn(level: str, scope: str, text: str) -> dict[str, str]:
 
 def _ci_text(interval: Any, digits: int = 3) -> str | None:
     """``"0.160–1.000"`` for a ``[low, high]`` of finite numbers (from eval.json), else None."""
-    bounds = [num(x) for x in interval] if isinstance(interval, (list, tuple)) and len(interval) == 2 else [None]
-    return None if None in bounds else f"{bounds[0]:.{digits}f}\u2013{bounds[1]:.{digits}f}"
+    return interval_text(interval, digits, "\u2013") or None
 
 
 def _heatmap_title(key: str, title: str, ev: dict[str, Any]) -> str:
@@ -221,14 +220,13 @@ def _onepc_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for m in models:
         one, ev = m["onepc"] or {}, m["eval"] or {}
-        ci = [num(x) for x in (ev.get("ci95") or {}).get("macro_f1") or []]
-        lo, hi = (ci[0], ci[1]) if len(ci) == 2 and None not in ci else (None, None)
+        ci = (ev.get("ci95") or {}).get("macro_f1")
+        ci_text = _ci_text(ci)
         rows.append({"name": m["name"], "has_onepc": bool(one), "has_eval": bool(ev),
                      "onepc_n": one.get("n_images"), "test_n": ev.get("n_images"),
                      **{f"{p}_{k}": fmt((d.get("metrics") or {}).get(key)) for p, d in (("onepc", one), ("test", ev))
                         for k, key in (("acc", "accuracy"), ("f1", "macro_f1"))},
-                     "ci": None if lo is None else f"{lo:.3f}\u2013{hi:.3f}",
-                     "ci_width": None if lo is None else fmt(hi - lo)})
+                     "ci": ci_text, "ci_width": fmt(float(ci[1]) - float(ci[0])) if ci_text else None})
     return rows
 
 

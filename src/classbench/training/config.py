@@ -13,6 +13,8 @@ from classbench.errors import ClassbenchError
 from classbench.hub import is_hub_spec
 
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
+BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
+                "none": "nothing (no re-weighting, no re-sampling)"}
 AUGMENT_KINDS = ("none", "light", "strong", "aerial")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 
-from classbench.errors import ClassbenchError
+from classbench.errors import ClassbenchError, first_line
 from classbench.runs import atomic_write_json
 from classbench.training.config import run_home
 
@@ -89,7 +89,7 @@ def _start(logger: Any) -> None:
     try:
         logger.experiment  # noqa: B018 (the property creates the run)
     except Exception as err:  # any failure of the third-party client: reported as one line
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        first = first_line(err)
         raise ClassbenchError(f"--logger {name[:-6].lower()}: {type(err).__name__}: {first}; {hints[name]}") from err
 
 

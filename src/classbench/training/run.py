@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from classbench.console import info, warn
-from classbench.errors import ClassbenchError, Interrupted, RunError
+from classbench.errors import ClassbenchError, Interrupted, RunError, first_line
 from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir
-from classbench.training.config import MONITORS, Resolved, TrainConfig, resolve
+from classbench.training.config import BALANCE_TEXT, IMBALANCE_THRESHOLD, MONITORS, Resolved, TrainConfig, resolve
 
 RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
 
@@ -139,10 +139,10 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
 def _announce(config: TrainConfig, plan: Resolved, split_note: str | None) -> None:
     """What the user should know before training starts: imbalance handling, where the split went."""
-    if plan.imbalance_ratio > 3 and plan.balance != "none":
-        info(f"Imbalance {plan.imbalance_ratio:.1f}:1 in the training split -> {_balance_text(plan.balance)} "
+    if plan.imbalance_ratio > IMBALANCE_THRESHOLD and plan.balance != "none":
+        info(f"Imbalance {plan.imbalance_ratio:.1f}:1 in the training split -> {BALANCE_TEXT[plan.balance]} "
              f"(--balance {config.balance}).")
-    elif plan.imbalance_ratio > 3:
+    elif plan.imbalance_ratio > IMBALANCE_THRESHOLD:
         warn(f"imbalance {plan.imbalance_ratio:.1f}:1 and --balance none: minority classes may never be predicted.")
     if split_note:
         info(split_note, markup=False)
@@ -247,7 +247,7 @@ def _weights_only(trainer: Any, ckpt_path: str | None) -> dict[str, Any]:
             torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise RunError(f"{ckpt_path}: holds more than weights and training state, so it is not loaded "
-                           f"({str(err).splitlines()[0][:160]}); start the run afresh with --overwrite") from err
+                           f"({first_line(err, 160)}); start the run afresh with --overwrite") from err
     return {}
 
 
@@ -268,10 +268,6 @@ def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tupl
     if counts["val"] == 0:
         raise ClassbenchError(f"{config.data}: the split has no validation images; use --val > 0 or add images")
     return result.manifest, note
-
-
-def _balance_text(balance: str) -> str:
-    return {"weights": "class-weighted loss", "sampler": "class-balanced sampling"}.get(balance, balance)
 
 
 def _write_config(run_dir: Path, config: TrainConfig, manifest: Any, trainer: Any) -> None:
