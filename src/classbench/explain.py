@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from classbench.errors import ClassbenchError, DataError, ImageLoadError
+from classbench.errors import ClassbenchError, DataError
 
 INSTALL = 'pip install "classbench[explain]"'
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "xgradcam": "XGradCAM",
@@ -286,14 +286,14 @@ def explain_images(clf: Any, images: Sequence[Any], method: str = "gradcam", tar
 
 
 def _decode(clf: Any, paths: Sequence[str | os.PathLike]) -> tuple[list[tuple[int, Any]], list[tuple[str, str]]]:
-    """``(position, uint8 tensor)`` of every readable file (the classifier's preprocessing), ``(path, reason)`` of
-    the others."""
+    """``(position, uint8 tensor)`` of every readable file, decoded by the one loader of evaluate and predict
+    (``inference.iter_batches``), and ``(path, reason)`` of the others."""
+    from classbench.inference import iter_batches
+
     readable, issues = [], []
-    for i, path in enumerate(paths):
-        try:
-            readable.append((i, clf.preprocess(path)))
-        except ImageLoadError as err:
-            issues.append((os.fspath(path), err.reason))
+    for batch in iter_batches(paths, clf.img_size, batch_size=max(len(paths), 1)):
+        readable += list(zip(batch.index, batch.images)) if batch.images is not None else []
+        issues += [(os.fspath(paths[i]), err.reason) for i, err in batch.failed]
     return readable, issues
 
 
