@@ -21,7 +21,7 @@ from classbench.benchmark.training import (
     train_rate,
 )
 from classbench.runs import atomic_write_json, environment_info
-from classbench.training.config import DEFAULT_CHECKPOINT_EVERY
+from classbench.training.config import DEFAULT_CHECKPOINT_EVERY, DEFAULT_LR, DEFAULTS
 
 
 @dataclass
@@ -78,9 +78,10 @@ class BenchResult:
 
 
 def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, batch_size: int = 32,
-          precision: str = "auto", data: str | os.PathLike | None = None, epochs: int = 20, steps: int = 6,
-          warmup: int = 2, out: str | os.PathLike | None = None, seed: int = 0, val: float = 0.2,
-          test: float = 0.1, augment: str = "light", exports: Sequence[str] = EXPORT_RATES,
+          precision: str = DEFAULTS["precision"], data: str | os.PathLike | None = None, epochs: int = DEFAULTS["epochs"],
+          steps: int = 6, warmup: int = 2, out: str | os.PathLike | None = None, seed: int = DEFAULTS["seed"],
+          val: float = DEFAULTS["val"], test: float = DEFAULTS["test"], augment: str = DEFAULTS["augment"],
+          exports: Sequence[str] = EXPORT_RATES,
           checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY, folds: int = 1) -> BenchResult:
     """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate
     (``checkpoint_every``: the training run's checkpoint interval, see ``train``); ``folds`` > 1 adds the
@@ -122,8 +123,8 @@ def _measure(name: str, img_size: int | None, manifest: Any, o: dict[str, Any]) 
     start = time.perf_counter()
     net = create_model(arch, n_classes)
     cpu_levers(net, device.type == "cuda")  # the same training step that `train` runs
-    module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=1e-3,
-                              backbone_lr=1e-3, channels_last=resolve_channels_last("auto", arch)).to(device)
+    module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=DEFAULT_LR,
+                              backbone_lr=DEFAULT_LR, channels_last=resolve_channels_last("auto", arch)).to(device)
     sync()
     model_setup = time.perf_counter() - start  # includes the GPU context's start for the first model
     reset_peak_memory()

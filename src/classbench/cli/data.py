@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from classbench.cli._app import app, friendly
-from classbench.cli.options import Data
+from classbench.cli.options import D, Data
 from classbench.console import console
 
 
@@ -34,10 +34,10 @@ def check(
 @friendly
 def split(
     data: Data,
-    val: float = typer.Option(0.2, help="Fraction of each class for validation."),
-    test: float = typer.Option(0.1, help="Fraction of each class locked away for the final test."),
+    val: float = typer.Option(D["val"], help="Fraction of each class for validation."),
+    test: float = typer.Option(D["test"], help="Fraction of each class locked away for the final test."),
     test_per_class: Optional[int] = typer.Option(None, help="Exactly N test images per class (the report's recipe)."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same split on any machine."),
+    seed: int = typer.Option(D["seed"], help="Seed: the same seed gives the same split on any machine."),
     out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write (path,label,split,group)."),
     materialize: Optional[Path] = typer.Option(None, help="Also hard-link files into DIR/train|val|test/<class>/."),
 ) -> None:

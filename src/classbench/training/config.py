@@ -19,6 +19,7 @@ AUGMENT_KINDS = ("none", "light", "strong", "aerial")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}
 IMBALANCE_THRESHOLD = 3.0
+DEFAULT_LR = 1e-3  # the learning rate when --lr is not given (and lr_find's fallback)
 DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
 DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes at epoch ends (also: new best model, final epoch)
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # csv: the run's metrics.csv, always written
@@ -45,7 +46,7 @@ class TrainConfig:
     patience: int | None = None
     monitor: str = "val_macro_f1"
     seed: int = 0
-    lr: float | str | None = None  # None: 1e-3; "auto": Lightning's learning-rate range test (lr_find.py)
+    lr: float | str | None = None  # None: DEFAULT_LR; "auto": Lightning's learning-rate range test (lr_find.py)
     backbone_lr_scale: float = 1.0  # drone_maritime fine-tune, 3 seeds: 0.1 -> bal. acc 0.726, 0.3 -> 0.769, 1.0 -> 0.781
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -157,7 +158,7 @@ def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved
     present = [c for c in train_counts if c > 0]
     imbalance = max(present) / min(present) if present else 1.0
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
-    lr = float(config.lr) if isinstance(config.lr, (int, float)) else 1e-3
+    lr = float(config.lr) if isinstance(config.lr, (int, float)) else DEFAULT_LR
     loggers = parse_loggers(config.logger)
     return Resolved(
         architecture=arch, img_size=img_size, batch_size=resolve_batch_size(config.batch_size, sum(train_counts)),

@@ -9,8 +9,8 @@ import tempfile
 from typing import Any
 
 from classbench.console import warn
+from classbench.training.config import DEFAULT_LR
 
-FALLBACK_LR = 1e-3
 MIN_LR, MAX_LR = 1e-5, 1e-1
 STEPS = 60
 
@@ -31,7 +31,7 @@ def find_lr(module: Any, train_loader: Any, precision: str, accelerator: str, st
                                         num_training=steps, update_attr=False)
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion is None or not math.isfinite(suggestion):
-        warn(f"--lr auto: the learning-rate range test gave no suggestion; training with {FALLBACK_LR:g}")
-        return {"lr": FALLBACK_LR, "source": "fallback (range test gave no suggestion)"}
+        warn(f"--lr auto: the learning-rate range test gave no suggestion; training with {DEFAULT_LR:g}")
+        return {"lr": DEFAULT_LR, "source": "fallback (range test gave no suggestion)"}
     lr = float(min(1e-2, max(1e-4, suggestion)))
     return {"lr": lr, "source": f"lr_find over {steps} steps (suggested {suggestion:.3g})"}
