@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first non-empty line of ``str(err)`` (at most ``limit`` characters), else the exception's type name: what
@@ -49,3 +52,15 @@ class Interrupted(RunError):
     """Training was stopped by Ctrl-C; the message says how to continue. Exit code 130, as for SIGINT."""
 
     exit_code = 130
+
+
+def import_optional(module: str, extra: str, needed_by: str | None = None) -> Any:
+    """``importlib.import_module(module)``, or one ClassbenchError line naming ``pip install "classbench[extra]"``
+    (and ``needed_by``, the feature that needs it, when given)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        fix = f'pip install "classbench[{extra}]"'
+        if needed_by:
+            raise ClassbenchError(f"{needed_by} needs {module}, which is not installed: {fix}") from None
+        raise ClassbenchError(f"{module} is not installed (needed here); {fix}") from None

@@ -24,8 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from classbench.errors import ClassbenchError, ModelError, first_line
-from classbench.inference import import_optional
+from classbench.errors import ClassbenchError, ModelError, first_line, import_optional
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classbench.errors import ClassbenchError, ImageLoadError, ModelError, first_line
+from classbench.errors import ClassbenchError, ImageLoadError, ModelError, first_line, import_optional
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -59,18 +58,6 @@ EXPORTS: dict[str, ExportKind] = {
     "tensorrt-fp16": ExportKind("model.fp16.plan", "float16", "tensorrt"),
     "tensorrt-int8": ExportKind("model.int8.plan", "int8", "tensorrt"),
 }
-
-
-def import_optional(module: str, extra: str, needed_by: str | None = None) -> Any:
-    """``importlib.import_module(module)``, or one ClassbenchError line naming ``pip install "classbench[extra]"``
-    (and ``needed_by``, the feature that needs it, when given)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        fix = f'pip install "classbench[{extra}]"'
-        if needed_by:
-            raise ClassbenchError(f"{needed_by} needs {module}, which is not installed: {fix}") from None
-        raise ClassbenchError(f"{module} is not installed (needed here); {fix}") from None
 
 
 # ---------------------------------------------------------------- image files -> uint8 batches

@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.comparison import replicates as R
-from classbench.errors import ClassbenchError, RunError, first_line
-from classbench.inference import import_optional
+from classbench.errors import ClassbenchError, RunError, first_line, import_optional
 
 RETRIES = 2  # restarts of a task whose worker process died (each resumes from last.ckpt)
 CPU_ONLY_CPUS_PER_RUN = 4
