@@ -126,6 +126,20 @@ def test_bench_tables_fit_80_columns_without_cutting_a_cell() -> None:
     assert "not installed" in out and "Training (img/s" in out and "Full-run estimate" in out
 
 
+def test_a_repeated_compare_estimate_counts_every_fold_run() -> None:
+    """compare --folds 5 --repeats 2: ten fold runs per model, plus the largest refit."""
+    import io
+
+    from rich.console import Console
+
+    result = BenchResult([_row("a", repeats=2), _row("b", repeats=2)])
+    assert result.estimated_compare_seconds == pytest.approx(2 * 2 * 5 * 98765.0 + 123456.0)
+    console = Console(file=io.StringIO(), width=80)
+    render_bench(result, console)
+    out = console.file.getvalue()
+    assert "a: 10 fold runs of" in out and "(2 models x 2 x 5 folds + the selected" in out
+
+
 def test_bench_cli_exports_keywords(monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 

@@ -106,6 +106,42 @@ def test_the_ranking_never_reads_the_test_split(data, tmp_path, capfd) -> None:
 
 
 @pytest.mark.slow
+def test_repeated_cross_validation_adds_fresh_folds_to_a_finished_compare(data, tmp_path) -> None:
+    """--repeats 2 on a finished 2-fold compare keeps its runs and adds a second repeat with other folds; the
+    verdict then pairs all four fold runs; --repeats 1 again gives back the first verdict exactly."""
+    from classbench.evaluation import read_predictions
+
+    def run(repeats: int):
+        return classbench.compare(data, models=TINY, out=tmp_path / "rep", epochs=1, img_size=32, folds=2,
+                                  repeats=repeats, refit=False, progress=False)
+
+    once = run(1)
+    out = once.path
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("cv/*/fold-*/model.safetensors")}
+    twice = run(2)
+    assert len(kept) == 4 and all(p.stat().st_mtime_ns == t for p, t in kept.items())  # repeat 1 is reused
+    assert twice.protocol == "2 x 2-fold cross-validation, out-of-fold"
+    assert json.loads((out / "compare.json").read_text())["args"]["repeats"] == 2
+    with open(out / "folds.csv") as fh:
+        pool = {r["path"] for r in csv.DictReader(fh)}
+    for name in TINY:
+        repeat_two = sorted((out / "cv" / name / "repeat-2").glob("fold-*"))
+        assert [p.name for p in repeat_two] == ["fold-1", "fold-2"]
+        # each repeat scores every pool image once: two out-of-fold predictions per image in all
+        scored = [read_predictions(run / "predictions.csv")[0] for run in
+                  [out / "cv" / name / "fold-1", out / "cv" / name / "fold-2", *repeat_two]]
+        assert set(scored[0]) | set(scored[1]) == set(scored[2]) | set(scored[3]) == pool
+        assert set(scored[0]) != set(scored[2])  # the second repeat dealt other folds
+    assert all(r["replicates"] == 4 for r in twice.rows)  # 2 repeats x 2 folds
+    second = json.loads((out / "verdict.json").read_text())["standings"][1]
+    assert second["fold_delta_ci"] is not None and "over folds" in twice.sentence
+    assert not any((out / name).exists() for name in TINY)  # --no-refit: the test split stays unopened
+    assert run(1).sentence == once.sentence  # fewer repeats reuse the runs they need
+    with pytest.raises(Exception, match="--repeats 2: repeats the cross-validation"):
+        classbench.compare(data, models=TINY, out=tmp_path / "bad", folds=1, repeats=2, progress=False)
+
+
+@pytest.mark.slow
 def test_seeds_compare_with_lr_auto_reuses_the_found_rate(data, tmp_path) -> None:
     board = classbench.compare(data, models=["test_efficientnet", "resnet10t"], out=tmp_path / "s", epochs=1,
                                img_size=32, seeds=2, lr="auto", progress=False)

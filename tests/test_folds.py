@@ -104,6 +104,28 @@ def test_each_fold_trains_with_its_own_seed_shared_by_every_architecture(manifes
     assert (tmp_path / "folds" / "fold-3.csv").is_file()
 
 
+def test_repeated_folds_deal_fresh_folds_with_fresh_seeds(manifest: Manifest, tmp_path: Path) -> None:
+    from classbench.comparison.replicates import plan
+
+    manifest.save(tmp_path / "split.csv")
+    names = ["resnet18", "mobilenetv2"]
+    jobs = plan(tmp_path, tmp_path / "split.csv", names, names, folds=3, seeds=1, seed=7, inner_val=0.2, repeats=2)
+    assert len(jobs) == 2 * 3 * 2 and {j.replicate for j in jobs} == {0, 1}
+    first = [j for j in jobs if j.name == "resnet18"]
+    assert [j.seed for j in first] == [7, 8, 9, 10, 11, 12]  # every fold run its own draw
+    assert first[3].label == "fold 1/3, repeat 2/2" and first[3].run_dir == tmp_path / "cv/resnet18/repeat-2/fold-1"
+    assert first[0].run_dir == tmp_path / "cv/resnet18/fold-1"  # repeat 1 keeps the one-repeat layout
+    again = assign_folds(manifest, 3, seed=8)
+    with open(tmp_path / "folds" / "repeat-2" / "folds.csv") as fh:
+        saved = {r["path"]: int(r["fold"]) - 1 for r in csv.DictReader(fh)}
+    assert saved == again != assign_folds(manifest, 3, seed=7)  # the second repeat deals other folds
+    dealt = {0: assign_folds(manifest, 3, seed=7), 1: again}
+    for job in jobs:  # each run is scored blind on its own repeat's fold
+        k = int(job.run_dir.name.removeprefix("fold-")) - 1
+        held = {str(s.path) for s in Manifest.load(job.data).subset("test")}
+        assert held == {p for p, f in dealt[job.replicate].items() if f == k}
+
+
 def test_a_compare_folder_whose_folds_shared_one_seed_is_not_resumed(tmp_path: Path) -> None:
     from classbench.comparison.folder import FOLD_SEEDS, open_folder
     from classbench.errors import RunError
@@ -111,7 +133,8 @@ def test_a_compare_folder_whose_folds_shared_one_seed_is_not_resumed(tmp_path: P
 
     args = {"data": "d", "models": ["m"], "epochs": 1, "img_size": 32, "seed": 0, "preset": None, "val": 0.2,
             "test": 0.1, "folds": "auto", "seeds": 1, "refit": True, "train_options": {}}
-    atomic_write_json(tmp_path / "compare.json", {"args": args})  # made before fold seeds existed
+    atomic_write_json(tmp_path / "compare.json", {"args": args})  # made before fold seeds (and repeats) existed
+    args["repeats"] = 1
     with pytest.raises(RunError, match="same seed; pass --overwrite"):
         open_folder(tmp_path, {**args, "fold_seeds": FOLD_SEEDS}, overwrite=False)
     atomic_write_json(tmp_path / "compare.json", {"args": {**args, "fold_seeds": FOLD_SEEDS}})

@@ -49,7 +49,7 @@ def test_identical_models_are_tied_and_a_clearly_better_one_is_not() -> None:
     y = _labels()
     good = _noisy(y, 0.15, seed=2)
     verdict = decide({"a": Replicates([good]), "b": Replicates([good.copy()]), "c": Replicates([_noisy(y, 0.6, 3)])},
-                     y, N_CLASSES, "test protocol", cv=False)
+                     y, N_CLASSES, "test protocol", folds=0)
     status = {s.name: s.status for s in verdict.standings}
     assert status == {"a": "best", "b": "tied", "c": "worse"}
     tied = verdict.standings[1]
@@ -73,7 +73,7 @@ def test_replicates_average_and_fold_spread_uses_the_nadeau_bengio_correction() 
     y = _labels(100, seed=6)
     reps = [_noisy(y, 0.2, seed=s) for s in range(3)]
     scores = [0.70, 0.74, 0.78, 0.72, 0.76]
-    verdict = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", cv=True)
+    verdict = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", folds=5)
     s = verdict.standings[0]
     ones = np.ones((1, len(y)))
     assert s.score == pytest.approx(np.mean([weighted_macro_f1(y, r, ones, N_CLASSES)[0] for r in reps]))
@@ -83,7 +83,7 @@ def test_replicates_average_and_fold_spread_uses_the_nadeau_bengio_correction() 
     half = t.ppf(0.975, 4) * std * math.sqrt(1 / 5 + 1 / 4)
     assert s.fold_mean == pytest.approx(0.74) and s.fold_std == pytest.approx(std)
     assert s.fold_ci == pytest.approx((0.74 - half, 0.74 + half))
-    naive = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", cv=False).standings[0].fold_ci
+    naive = decide({"m": Replicates(reps, scores)}, y, N_CLASSES, "p", folds=0).standings[0].fold_ci
     assert naive[1] - naive[0] < s.fold_ci[1] - s.fold_ci[0]  # the correction widens the interval
     assert "nothing to compare it with" in verdict.sentence
 
@@ -127,7 +127,7 @@ def test_a_model_the_images_separate_but_the_folds_do_not_is_tied() -> None:
     y = _labels()
     good, bad = _noisy(y, 0.15, seed=2), _noisy(y, 0.6, seed=3)
     top_folds, c_folds = [0.80, 0.60, 0.82, 0.58, 0.81], [0.62, 0.79, 0.57, 0.80, 0.60]
-    verdict = decide({"a": Replicates([good], top_folds), "c": Replicates([bad], c_folds)}, y, N_CLASSES, "p", cv=True)
+    verdict = decide({"a": Replicates([good], top_folds), "c": Replicates([bad], c_folds)}, y, N_CLASSES, "p", folds=5)
     c = verdict.standings[1]
     assert c.delta_ci[0] > 0.1  # the images alone would separate them
     low, high = c.fold_delta_ci
@@ -135,7 +135,7 @@ def test_a_model_the_images_separate_but_the_folds_do_not_is_tied() -> None:
     assert "over images" in verdict.sentence and "over folds" in verdict.sentence
     # consistent per-fold wins: both tests separate, so c is worse
     steady = decide({"a": Replicates([good], [0.80, 0.81, 0.79, 0.82, 0.80]),
-                     "c": Replicates([bad], [0.60, 0.62, 0.59, 0.61, 0.60])}, y, N_CLASSES, "p", cv=True)
+                     "c": Replicates([bad], [0.60, 0.62, 0.59, 0.61, 0.60])}, y, N_CLASSES, "p", folds=5)
     assert steady.standings[1].status == "worse" and steady.standings[1].fold_delta_ci[0] > 0.1
 
 
@@ -147,7 +147,24 @@ def test_paired_fold_interval_matches_the_corrected_t_by_hand() -> None:
     top, other = [0.70, 0.75, 0.72, 0.78, 0.74], [0.68, 0.70, 0.73, 0.71, 0.69]
     d = np.subtract(top, other)
     half = t.ppf(0.975, 4) * d.std(ddof=1) * np.sqrt(1 / 5 + 1 / 4)
-    assert paired_fold_interval(top, other, cv=True) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert paired_fold_interval(top, other, folds=5) == pytest.approx((d.mean() - half, d.mean() + half))
     half_seeds = t.ppf(0.975, 4) * d.std(ddof=1) * np.sqrt(1 / 5)
-    assert paired_fold_interval(top, other, cv=False) == pytest.approx((d.mean() - half_seeds, d.mean() + half_seeds))
-    assert paired_fold_interval([0.7], [0.6], cv=True) is None and paired_fold_interval(top, other[:3], cv=True) is None
+    assert paired_fold_interval(top, other, folds=0) == pytest.approx((d.mean() - half_seeds, d.mean() + half_seeds))
+    assert paired_fold_interval([0.7], [0.6], folds=5) is None and paired_fold_interval(top, other[:3], folds=5) is None
+
+
+def test_repeated_folds_use_the_bouckaert_frank_correction() -> None:
+    """2 x 5-fold: ten paired differences, variance inflated by 1/10 + 1/4 (not 1/10 + 1/9), t with 9 df; the
+    interval is narrower than one 5-fold's with the same spread, which is what repeating buys."""
+    from scipy.stats import t
+
+    from classbench.verdict import paired_fold_interval
+
+    top = [0.70, 0.75, 0.72, 0.78, 0.74, 0.71, 0.76, 0.73, 0.77, 0.72]
+    other = [0.68, 0.70, 0.73, 0.71, 0.69, 0.66, 0.72, 0.70, 0.70, 0.69]
+    d = np.subtract(top, other)
+    half = t.ppf(0.975, 9) * d.std(ddof=1) * np.sqrt(1 / 10 + 1 / 4)
+    low, high = paired_fold_interval(top, other, folds=5)
+    assert (low, high) == pytest.approx((d.mean() - half, d.mean() + half))
+    one = paired_fold_interval(top[:5], other[:5], folds=5)
+    assert high - low < one[1] - one[0]

@@ -12,8 +12,9 @@ model gets the same draws (paired). That interval holds the images fixed as a sa
 fixed as done; it does not see training-to-training variation (another initialisation, another fold).
 
 So a second, paired test runs over the replicates: the per-fold (or per-seed) differences to the top, with
-the Nadeau-Bengio corrected t-interval for K-fold (their variance inflated by ``1/K + 1/(K-1)`` for the
-overlapping training sets; Nadeau & Bengio 2003, Bouckaert & Frank 2004). Fold runs use different seeds
+the Nadeau-Bengio corrected t-interval for K-fold (their variance inflated by ``1/n + 1/(K-1)`` for the
+overlapping training sets, n = R x K fold scores of R repeats; Nadeau & Bengio 2003, the corrected repeated
+K-fold test of Bouckaert & Frank 2004). Fold runs use different seeds
 (``classbench.comparison.replicates.plan``), so this interval carries initialisation noise too. A model is
 *worse* only when **both** 95% intervals exclude 0; otherwise it is *tied* with the top. Fold-to-fold spread
 of each model's own score is shown too (mean, std and the same corrected interval).
@@ -139,33 +140,36 @@ def _bootstrap_scores(results: Mapping[str, Replicates], y_true: np.ndarray, n_c
     return out
 
 
-def _fold_spread(scores: Sequence[float], cv: bool, clip: tuple[float, float] = (0.0, 1.0),
+def _fold_spread(scores: Sequence[float], folds: int, clip: tuple[float, float] = (0.0, 1.0),
                  ) -> tuple[float | None, float | None, tuple[float, float] | None]:
-    """Mean, std and 95% interval of per-fold values (Nadeau-Bengio corrected for K-fold, t over seeds),
-    clipped to ``clip`` (a score lies in [0, 1], a difference of scores in [-1, 1])."""
+    """Mean, std and 95% interval of per-fold values: ``folds`` >= 2 is K of (repeated) K-fold, corrected as
+    Nadeau-Bengio / Bouckaert-Frank; 0 means the values are seeds on one split (plain t). Clipped to ``clip``
+    (a score lies in [0, 1], a difference of scores in [-1, 1])."""
     if len(scores) < 2:
         return (float(scores[0]) if scores else None), None, None
     from scipy.stats import t
 
     x = np.asarray(scores, dtype=np.float64)
     k, mean, std = len(x), float(x.mean()), float(x.std(ddof=1))
-    factor = 1 / k + (1 / (k - 1) if cv else 0.0)  # n_test / n_train = 1 / (K - 1) in K-fold
+    factor = 1 / k + (1 / (folds - 1) if folds >= 2 else 0.0)  # n_test / n_train = 1 / (K - 1) in K-fold
     half = float(t.ppf(0.975, k - 1)) * std * math.sqrt(factor)
     return mean, std, (max(clip[0], mean - half), min(clip[1], mean + half))
 
 
-def paired_fold_interval(top: Sequence[float], other: Sequence[float], cv: bool) -> tuple[float, float] | None:
+def paired_fold_interval(top: Sequence[float], other: Sequence[float], folds: int) -> tuple[float, float] | None:
     """95% interval of the top's per-fold (or per-seed) advantage over ``other``, paired by fold; None when
     there are fewer than two paired replicates (one run: the image bootstrap is all there is)."""
     if len(top) < 2 or len(top) != len(other):
         return None
     diffs = np.asarray(top, dtype=np.float64) - np.asarray(other, dtype=np.float64)
-    return _fold_spread(list(diffs), cv, clip=(-1.0, 1.0))[2]
+    return _fold_spread(list(diffs), folds, clip=(-1.0, 1.0))[2]
 
 
 def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int, protocol: str,
-           groups: Sequence[Any] | None = None, cv: bool = True, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
-    """Rank ``results`` (name -> replicates on the same images ``y_true``) and compare each with the top."""
+           groups: Sequence[Any] | None = None, folds: int = 5, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """Rank ``results`` (name -> replicates on the same images ``y_true``) and compare each with the top.
+    ``folds``: K when the replicates are (repeated) K-fold cross-validations and ``fold_scores`` their R x K
+    per-fold scores (the same fold order for every model); 0 when they are seeds on one split."""
     if not results:
         raise ValueError("no results to decide between")
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -180,17 +184,17 @@ def decide(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int
     top = order[0]
     standings = []
     for name in order:
-        mean, std, ci = _fold_spread(list(results[name].fold_scores), cv)
+        mean, std, ci = _fold_spread(list(results[name].fold_scores), folds)
         s = Standing(name, point[name], mean, std, ci)
         if name != top:
             diff = boots[top] - boots[name]
             low, high = (float(q) for q in np.quantile(diff, [0.025, 0.975]))
             s.delta, s.delta_ci = point[top] - point[name], (low, high)
-            s.fold_delta_ci = paired_fold_interval(results[top].fold_scores, results[name].fold_scores, cv)
+            s.fold_delta_ci = paired_fold_interval(results[top].fold_scores, results[name].fold_scores, folds)
             separated = low > 0.0 and (s.fold_delta_ci is None or s.fold_delta_ci[0] > 0.0)
             s.status = "worse" if separated else "tied"
         standings.append(s)
-    verdict = Verdict(standings, protocol, len(y_true), unit="folds" if cv else "seeds")
+    verdict = Verdict(standings, protocol, len(y_true), unit="folds" if folds >= 2 else "seeds")
     verdict.tied = [s.name for s in standings if s.status == "tied"]
     verdict.sentence = sentence(verdict)
     return verdict

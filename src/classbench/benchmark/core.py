@@ -50,8 +50,9 @@ class BenchRow:
     n_train: int | None = None
     n_val: int | None = None
     folds: int | None = None
+    repeats: int = 1  # of the cross-validation (compare --repeats)
     estimated_fold_run_seconds: float | None = None  # one cross-validation run of this model (train + score its fold)
-    estimated_compare_seconds: float | None = None  # folds x fold runs + the refit, were this model selected
+    estimated_compare_seconds: float | None = None  # repeats x folds fold runs + the refit, were it selected
 
 
 @dataclass
@@ -69,7 +70,7 @@ class BenchResult:
         if not rows:
             return None
         refit = max(r.estimated_run_seconds or 0.0 for r in rows)
-        return round(sum(r.folds * r.estimated_fold_run_seconds for r in rows) + refit, 1)
+        return round(sum(r.repeats * r.folds * r.estimated_fold_run_seconds for r in rows) + refit, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON that ``bench(out=...)`` writes."""
@@ -82,10 +83,11 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
           steps: int = 6, warmup: int = 2, out: str | os.PathLike | None = None, seed: int = DEFAULTS["seed"],
           val: float = DEFAULTS["val"], test: float = DEFAULTS["test"], augment: str = DEFAULTS["augment"],
           exports: Sequence[str] = EXPORT_RATES,
-          checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY, folds: int = 1) -> BenchResult:
+          checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY, folds: int = 1, repeats: int = 1) -> BenchResult:
     """Measure each model; ``data`` adds the real-pipeline rate and the full-run time estimate
     (``checkpoint_every``: the training run's checkpoint interval, see ``train``); ``folds`` > 1 adds the
-    estimate of a ``compare --folds`` (each fold run on its share of the images, plus the refit). ``exports``:
+    estimate of a ``compare --folds K --repeats R`` (R x K fold runs, each on its share of the images, plus
+    the refit). ``exports``:
     the exported runtimes to time on the CPU (``()`` for none)."""
     unknown = [v for v in exports if v not in EXPORT_RATES]
     if unknown:
@@ -94,7 +96,8 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
         raise ClassbenchError(f"--exports {','.join(unknown)}: choose from {','.join(EXPORT_RATES)} (or none)")
     manifest = _manifest(data, val, test, seed) if data else None
     options = {"batch_size": batch_size, "precision": precision, "steps": steps, "warmup": warmup, "seed": seed,
-               "augment": augment, "epochs": epochs, "checkpoint_every": checkpoint_every, "folds": folds, "val": val,
+               "augment": augment, "epochs": epochs, "checkpoint_every": checkpoint_every, "folds": folds,
+               "repeats": repeats, "val": val,
                "test": test, "exports": tuple(exports)}
     rows = [_measure(name, img_size, manifest, options) for name in models]
     result = BenchResult(rows, environment_info())
@@ -138,7 +141,7 @@ def _measure(name: str, img_size: int | None, manifest: Any, o: dict[str, Any]) 
         pipeline(row, module, manifest, o["augment"], o["seed"], o["epochs"], o["steps"], o["warmup"],
                  {"model_setup": model_setup, "first_steps_extra": first_steps_extra}, o["checkpoint_every"])
         if o["folds"] > 1:
-            fold_estimate(row, manifest, o["folds"], o["val"], o["test"])
+            fold_estimate(row, manifest, o["folds"], o["val"], o["test"], o["repeats"])
     if o["exports"]:  # exported runtimes on the CPU (edge deployment), also on a GPU machine; last, ORT threads spin
         model = module.model if device.type == "cpu" else copy.deepcopy(module.model).cpu()
         row.exports = export_rates(model, batch, size, o["exports"])

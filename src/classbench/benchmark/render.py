@@ -101,11 +101,13 @@ def render_bench(result: Any, console: Any) -> None:
             if "error" in entry:
                 console.print(f"[dim]{row.model} {variant} not run: {escape(entry['error'])}[/]")
         if row.estimated_compare_seconds is not None:
-            console.print(f"{row.model}: {row.folds} fold runs of {duration(row.estimated_fold_run_seconds or 0)} "
+            console.print(f"{row.model}: {row.repeats * (row.folds or 0)} fold runs of "
+                          f"{duration(row.estimated_fold_run_seconds or 0)} "
                           f"+ the refit: {duration(row.estimated_compare_seconds)} in a compare")
     total = result.estimated_compare_seconds
     if total is not None and len(result.rows) > 1:
-        console.print(f"The whole compare ({len(result.rows)} models x {result.rows[0].folds} folds + the selected "
+        runs = f"{result.rows[0].repeats} x {result.rows[0].folds}" if result.rows[0].repeats > 1 else result.rows[0].folds
+        console.print(f"The whole compare ({len(result.rows)} models x {runs} folds + the selected "
                       f"one's refit): about {duration(total)}")
     if result.path:
         console.print(f"Wrote {escape(str(result.path))}")

@@ -125,9 +125,10 @@ def pipeline(row: Any, module: Any, manifest: Any, augment: str, seed: int, epoc
     row.epochs, row.n_train, row.n_val = epochs, loaders.n_train, loaders.n_val
 
 
-def fold_estimate(row: Any, manifest: Any, folds: int, val: float, test: float) -> None:
+def fold_estimate(row: Any, manifest: Any, folds: int, val: float, test: float, repeats: int = 1) -> None:
     """One fold run from the measured parts: its epochs train on ``(K-1)/K`` of the non-test images less the
-    inner validation part, validate on that part, then the held-out fold is scored once; one-off costs as a run."""
+    inner validation part, validate on that part, then the held-out fold is scored once; one-off costs as a
+    run. The compare runs ``repeats`` x K of them, plus the refit."""
     from classbench.comparison.replicates import inner_val_fraction
 
     parts = row.estimate_parts or {}
@@ -140,9 +141,10 @@ def fold_estimate(row: Any, manifest: Any, folds: int, val: float, test: float) 
              + parts.get("epoch_first_batch_wait", 0.0) + parts.get("epoch_checkpoint", 0.0))
     once = sum(v for k, v in parts.items() if not k.startswith("epoch_"))
     scoring = parts.get("epoch_validation", 0.0) * held / n_val
-    row.folds = folds
+    row.folds, row.repeats = folds, repeats
     row.estimated_fold_run_seconds = round(once + (row.epochs or 0) * epoch + scoring, 1)
-    row.estimated_compare_seconds = round(folds * row.estimated_fold_run_seconds + (row.estimated_run_seconds or 0), 1)
+    row.estimated_compare_seconds = round(repeats * folds * row.estimated_fold_run_seconds
+                                          + (row.estimated_run_seconds or 0), 1)
 
 
 def checkpoint_writes(epochs: int, epoch_seconds: float, every_seconds: float) -> int:

@@ -47,6 +47,7 @@ def bench(
     epochs: int = typer.Option(D["epochs"], help="Epochs for the full-run estimate."),
     steps: int = typer.Option(6, help="Timed steps per measurement."),
     folds: int = typer.Option(1, help="With --data: also estimate a compare --folds K (K fold runs per model + the refit)."),
+    repeats: int = typer.Option(1, help="With --folds: the compare's --repeats R (R x K fold runs per model)."),
     exports: str = typer.Option("all", help="Exported runtimes to time on the CPU: all, none, or some of "
                                 "onnx,onnx-int8,openvino,openvino-int8."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Where to write the JSON results."),
@@ -58,5 +59,6 @@ def bench(
     keyword = {"all": list(EXPORT_RATES), "none": []}
     chosen = keyword[exports.strip()] if exports.strip() in keyword else names(exports) or []
     result = run_bench(names(models) or [], img_size=img_size, batch_size=batch_size, precision=precision, data=data,
-                       epochs=epochs, steps=steps, out=json_out, folds=folds, exports=chosen)
+                       epochs=epochs, steps=steps, out=json_out, folds=folds, repeats=repeats,
+                       exports=chosen)
     render_bench(result, console)

@@ -122,6 +122,8 @@ def compare(
     precision: Precision = D["precision"],
     seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model."),
     folds_: str = typer.Option(str(COMPARE["folds"]), "--folds", help=FOLDS_HELP),
+    repeats: int = typer.Option(COMPARE["repeats"], help="Repeat the cross-validation R times with fresh folds "
+                                "(R x K runs per model): a narrower interval over folds, R times the cost."),
     seeds: int = typer.Option(COMPARE["seeds"], help="Instead of folds: train every model N times (seeds SEED.."
                               "SEED+N-1) on the one split."),
     refit: bool = typer.Option(COMPARE["refit"], help="Give the selected architecture a final model (after cross-validation: "
@@ -151,7 +153,7 @@ def compare(
 
     board = run_compare(
         data, models=names(models), out=out, epochs=epochs, img_size=img_size, seed=seed, preset=preset,
-        folds=int_or_auto("--folds", folds_), seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
+        folds=int_or_auto("--folds", folds_), repeats=repeats, seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
         ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, val=val, test=test,
         pretrained=pretrained, batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
         precision=precision, lr=learning_rate(lr), checkpoint_every=checkpoint_every,

@@ -58,12 +58,14 @@ class Leaderboard:
 def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
             epochs: int = D["epochs"], img_size: int | None = None, seed: int = D["seed"], preset: str | None = None,
             folds: int | str = ARG_DEFAULTS["folds"], seeds: int = ARG_DEFAULTS["seeds"],
-            refit: bool = ARG_DEFAULTS["refit"], engine: str = "local", ray_address: str | None = None,
+            repeats: int = ARG_DEFAULTS["repeats"], refit: bool = ARG_DEFAULTS["refit"], engine: str = "local",
+            ray_address: str | None = None,
             gpus_per_run: float | None = None, cpus_per_run: float | None = None, overwrite: bool = False,
             progress: bool = True, val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
     """Train every model in ``models`` on the same folds (``folds``; ``"auto"``: 5 when the non-test pool is
-    small, see ``classbench.data.folds.resolve_folds``) or seeds (``seeds``), decide the verdict on held-out
-    predictions, refit and test the selected one. Re-running with the same ``out`` resumes.
+    small, see ``classbench.data.folds.resolve_folds``), ``repeats`` times with fresh folds (repeated K-fold:
+    R x K runs per model, a narrower fold interval), or seeds (``seeds``) on one split; decide the verdict on
+    held-out predictions, refit and test the selected one. Re-running with the same ``out`` resumes.
 
     ``engine``: ``"local"`` trains one run after another in this process; ``"ray"`` runs them as Ray tasks
     (``ray_address``, ``gpus_per_run``, ``cpus_per_run``: see ``classbench.comparison.ray_engine``). The
@@ -82,8 +84,12 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         raise DataError(f"--seeds must be >= 1 (got {seeds})")
     if seeds > 1 and folds not in ("auto", 1):
         raise DataError("choose either --folds K (cross-validation) or --seeds N (repeats on one split), not both")
+    if repeats < 1 or (repeats > 1 and (seeds > 1 or folds == 1)):
+        raise DataError(f"--repeats {repeats}: repeats the cross-validation, so it needs --folds K > 1 (or auto) and "
+                        "no --seeds; use --repeats 1 otherwise")
     args = {"data": str(data), "models": list(models or REPORT_MODELS), "epochs": epochs, "img_size": img_size,
-            "seed": seed, "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds, "refit": refit,
+            "seed": seed, "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds,
+            "repeats": repeats, "refit": refit,
             "fold_seeds": FOLD_SEEDS, "train_options": train_options}
     ray = {"address": ray_address, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run, "progress": progress}
     # Ray is joined (or started) before anything is written: a missing Ray or a silent address is one line
@@ -111,17 +117,24 @@ def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: 
     open_folder(out, args, overwrite)
     manifest_path = ensure_split(out, args["data"], args["val"], args["test"], seed)
     k = _resolve_folds(out, manifest_path, args["folds"] if args["seeds"] == 1 else 1)
+    repeats = args["repeats"]
+    if repeats > 1 and k == 1:
+        from classbench.data.folds import AUTO_POOL_LIMIT
+
+        raise DataError(f"--repeats {repeats}: --folds auto chose one split for this pool (more than "
+                        f"{AUTO_POOL_LIMIT} images); pass --folds K to cross-validate")
     names = [safe_name(m) for m in models]
     jobs = R.plan(out, manifest_path, models, names, k, args["seeds"], seed,
-                  R.inner_val_fraction(args["val"], args["test"]))
+                  R.inner_val_fraction(args["val"], args["test"]), repeats=repeats)
     common = {"epochs": args["epochs"], "img_size": img_size, "progress": progress, **train_options}
     if train_options.get("cache", "auto") in ("auto", "disk"):
         common["cache_pool"] = str(manifest_path)  # every model and fold decodes each image once
     lrs = _train_all(out, jobs, models, common, img_size, ray)
-    protocol = (f"{k}-fold cross-validation, out-of-fold" if k > 1 else  # val also chose the checkpoints:
+    protocol = (f"{repeats} x {k}-fold cross-validation, out-of-fold" if repeats > 1 else
+                f"{k}-fold cross-validation, out-of-fold" if k > 1 else  # val also chose the checkpoints:
                 f"{args['seeds']} seeds, validation split (it chose the checkpoints)" if args["seeds"] > 1 else
                 "one run, validation split (it chose the checkpoints)")
-    verdict, held = _decide(jobs, manifest_path, protocol, k > 1, seed)
+    verdict, held = _decide(jobs, manifest_path, protocol, k if k > 1 else 0, seed)
     finals = _final_model(out, manifest_path, verdict.selected, models, names, common, lrs, k > 1,
                           one_per_class=args["preset"] == "report", seed=seed) if args["refit"] else {}
     n_issues = _label_issues(out, held, verdict) if k > 1 else 0
@@ -195,7 +208,7 @@ def _train_all(out: Path, jobs: list[R.Job], models: list[str], common: dict[str
     return lrs
 
 
-def _decide(jobs: list[R.Job], manifest_path: Path, protocol: str, cv: bool, seed: int) -> tuple[Any, R.HeldOut]:
+def _decide(jobs: list[R.Job], manifest_path: Path, protocol: str, folds: int, seed: int) -> tuple[Any, R.HeldOut]:
     from classbench.data.manifest import Manifest
     from classbench.verdict import Replicates, decide
 
@@ -209,7 +222,7 @@ def _decide(jobs: list[R.Job], manifest_path: Path, protocol: str, cv: bool, see
     results = {name: Replicates([p.argmax(axis=1) for p in probs], held.fold_scores[name])
                for name, probs in held.probs.items()}
     verdict = decide(results, held.labels, len(held.classes), protocol, [group_of.get(p, p) for p in held.paths],
-                     cv=cv, seed=seed)
+                     folds=folds, seed=seed)
     return verdict, held
 
 
@@ -243,11 +256,12 @@ def _final_model(out: Path, manifest_path: Path, selected: str, models: list[str
 
 
 def _label_issues(out: Path, held: R.HeldOut, verdict: Any) -> int:
-    """``label_issues.csv`` + ``label_issues.png`` from the top and tied models' averaged out-of-fold probabilities."""
+    """``label_issues.csv`` + ``label_issues.png`` from the top and tied models' out-of-fold probabilities,
+    averaged over the models and the repeats of the cross-validation."""
     from classbench.label_issues import label_issue_rows, plot_label_issues, write_label_issues
 
     chosen = [verdict.selected] + verdict.tied
-    probs = np.mean([held.probs[name][0] for name in chosen], axis=0)
+    probs = np.mean([p for name in chosen for p in held.probs[name]], axis=0)
     check = read_json(out / "check.json") if (out / "check.json").is_file() else {}
     rows = label_issue_rows(held.paths, held.classes, held.labels, probs, check.get("label_conflicts") or [])
     write_label_issues(out / "label_issues.csv", rows)

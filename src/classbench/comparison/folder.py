@@ -15,10 +15,11 @@ from classbench.errors import RunError
 from classbench.runs import atomic_write_json, command_line, environment_info, read_json
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
-# (--refit is not one: adding the final model to a finished compare keeps every run.)
+# (--refit is not one: adding the final model to a finished compare keeps every run; nor is --repeats: repeat r's
+# folds and seeds do not depend on how many repeats there are, so more repeats add runs and fewer reuse some.)
 SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "fold_seeds")
 # compare()'s own defaults (the CLI reads them here); also what a folder made before these arguments existed had
-ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "refit": True, "fold_seeds": "shared"}
+ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "repeats": 1, "refit": True, "fold_seeds": "shared"}
 FOLD_SEEDS = "seed+fold"  # how fold runs are seeded now (folders made before 2026-12 gave every fold one seed)
 
 
@@ -35,6 +36,7 @@ def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
         if changed:
             raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
         info(f"Resuming the compare in {out}: finished runs are kept.", markup=False)
+        update_state(out, args=args, command=command_line())  # the latest call's (--refit, --repeats may differ)
         return
     if out.exists() and any(out.iterdir()):
         if not overwrite:

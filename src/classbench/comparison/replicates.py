@@ -7,6 +7,8 @@ Layout inside a compare folder ``OUT``:
 * ``OUT/split.csv``: the one split (test locked away); ``OUT/folds.csv`` + ``OUT/folds/fold-K.csv``:
   the folds of its non-test images and each fold's training manifest (see ``classbench.data.folds``).
 * ``OUT/cv/<model>/fold-K/``: fold K's run (its ``test`` part is the held-out fold, not the test split).
+* ``--repeats R``: ``OUT/folds/repeat-R/`` (that repeat's ``folds.csv`` and fold manifests) and
+  ``OUT/cv/<model>/repeat-R/fold-K/`` for repeats 2..R (repeat 1 is the layout above).
 * ``OUT/cv/<model>/seed-S/``: ``--seeds``: the extra seeds' runs on the shared split.
 * ``OUT/<model>/``: the model a user gets (after cross-validation, the selected architecture retrained on the
   split's train part with its checkpoint chosen on val; the base seed's run otherwise); only this one is ever
@@ -37,6 +39,7 @@ class Job:
     data: Path  # the manifest it trains on
     seed: int
     heldout: str  # the split it is scored on: "test" (its fold) or "val"
+    replicate: int = 0  # which replicate its predictions belong to: the repeat of the cross-validation, or the seed
 
     @property
     def predictions(self) -> Path:
@@ -51,37 +54,49 @@ def inner_val_fraction(val: float, test: float) -> float:
 
 
 def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], folds: int, seeds: int, seed: int,
-         inner_val: float) -> list[Job]:
+         inner_val: float, repeats: int = 1) -> list[Job]:
     """Every job of the compare, fold (or seed) outermost so each architecture's first replicate comes early.
 
-    Fold k (0-based) trains with seed ``seed + k``, the same for every architecture (paired): K folds are then
-    K draws of the training randomness too (initialisation, order, augmentation), so the fold-to-fold spread
-    and the verdict's paired fold test carry it. One seed for every fold would repeat one draw K times: on
-    drone_maritime (seed 1) one unlucky draw made resnet50 lose every fold to densenet121."""
+    Fold k (0-based) of repeat r trains with seed ``seed + r * K + k``, the same for every architecture
+    (paired): the K x R fold runs are then as many draws of the training randomness too (initialisation,
+    order, augmentation), so the fold-to-fold spread and the verdict's paired fold test carry it. One seed for
+    every fold would repeat one draw K times: on drone_maritime (seed 1) one unlucky draw made resnet50 lose
+    every fold to densenet121. Repeat r deals its own folds (seeded ``seed + r``)."""
     if folds > 1:
-        paths = write_fold_manifests(out, manifest_path, folds, seed, inner_val)
-        return [Job(m, n, f"fold {k + 1}/{folds}", out / "cv" / n / f"fold-{k + 1}", paths[k], seed + k, "test")
-                for k in range(folds) for m, n in zip(models, names)]
+        jobs = []
+        for r in range(repeats):
+            paths = write_fold_manifests(out, manifest_path, folds, seed, inner_val, repeat=r)
+            for k in range(folds):
+                label = f"fold {k + 1}/{folds}" + (f", repeat {r + 1}/{repeats}" if repeats > 1 else "")
+                for m, n in zip(models, names):
+                    run_dir = out / "cv" / n / ("" if r == 0 else f"repeat-{r + 1}") / f"fold-{k + 1}"
+                    jobs.append(Job(m, n, label, run_dir, paths[k], seed + r * folds + k, "test", r))
+        return jobs
     jobs = []
     for r in range(seeds):
         for m, n in zip(models, names):
             run_dir = out / n if r == 0 else out / "cv" / n / f"seed-{seed + r}"
-            jobs.append(Job(m, n, f"seed {seed + r}" if seeds > 1 else "", run_dir, manifest_path, seed + r, "val"))
+            jobs.append(Job(m, n, f"seed {seed + r}" if seeds > 1 else "", run_dir, manifest_path, seed + r, "val", r))
     return jobs
 
 
-def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, inner_val: float) -> list[Path]:
-    """``folds.csv`` and one training manifest per fold (written once; a resumed compare reuses them)."""
+def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, inner_val: float,
+                         repeat: int = 0) -> list[Path]:
+    """``folds.csv`` and one training manifest per fold for ``repeat`` (0-based; written once, a resumed
+    compare reuses them): repeat 0 in ``OUT/folds/`` (with ``OUT/folds.csv``), repeat r in
+    ``OUT/folds/repeat-<r+1>/``, its folds dealt with seed ``seed + r``."""
     from classbench.data.folds import assign_folds, fold_manifest, save_folds
 
-    paths = [out / "folds" / f"fold-{k + 1}.csv" for k in range(folds)]
-    if all(p.is_file() for p in paths) and (out / "folds.csv").is_file():
+    where = out / "folds" if repeat == 0 else out / "folds" / f"repeat-{repeat + 1}"
+    table = out / "folds.csv" if repeat == 0 else where / "folds.csv"
+    paths = [where / f"fold-{k + 1}.csv" for k in range(folds)]
+    if all(p.is_file() for p in paths) and table.is_file():
         return paths
     manifest = Manifest.load(manifest_path)
-    fold_of = assign_folds(manifest, folds, seed)
+    fold_of = assign_folds(manifest, folds, seed + repeat)
     for k, path in enumerate(paths):
-        fold_manifest(manifest, fold_of, k, inner_val, seed).save(path)
-    save_folds(fold_of, manifest, out / "folds.csv")
+        fold_manifest(manifest, fold_of, k, inner_val, seed + repeat).save(path)
+    save_folds(fold_of, manifest, table)
     return paths
 
 
@@ -128,11 +143,12 @@ class HeldOut:
 
 
 def collect(jobs: list[Job], classes: list[str]) -> HeldOut:
-    """Read every job's predictions; a cross-validated model's folds are joined into one replicate."""
+    """Read every job's predictions; the folds of one cross-validation (one repeat) are joined into one
+    replicate, each seed on the one split is a replicate of its own."""
     from classbench.evaluation import read_predictions
     from classbench.metrics import classification_summary
 
-    per_model: dict[str, list[dict[str, np.ndarray]]] = {}
+    per_model: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     labels_of: dict[str, str] = {}
     scores: dict[str, list[float]] = {}
     for job in jobs:
@@ -143,14 +159,10 @@ def collect(jobs: list[Job], classes: list[str]) -> HeldOut:
         scores.setdefault(job.name, []).append(
             classification_summary(y, probs.argmax(axis=1), None, classes)["macro_f1"])
         labels_of.update(zip(paths, labels))
-        replicates = per_model.setdefault(job.name, [])
-        if job.heldout == "test" and replicates:  # folds of one cross-validation: one replicate
-            replicates[0].update(zip(paths, probs))
-        else:
-            replicates.append(dict(zip(paths, probs)))
-    common = sorted(set.intersection(*(set(r) for reps in per_model.values() for r in reps)))
+        per_model.setdefault(job.name, {}).setdefault(job.replicate, {}).update(zip(paths, probs))
+    common = sorted(set.intersection(*(set(r) for reps in per_model.values() for r in reps.values())))
     dropped = len(labels_of) - len(common)
     y_true = np.array([classes.index(labels_of[p]) for p in common], dtype=np.int64)
-    probs = {name: [np.stack([r[p] for p in common]) if common else np.zeros((0, len(classes))) for r in reps]
-             for name, reps in per_model.items()}
+    probs = {name: [np.stack([r[p] for p in common]) if common else np.zeros((0, len(classes)))
+                    for _, r in sorted(reps.items())] for name, reps in per_model.items()}
     return HeldOut(common, y_true, classes, probs, scores, dropped)
