@@ -138,6 +138,10 @@ def test_a_repeated_compare_estimate_counts_every_fold_run() -> None:
     render_bench(result, console)
     out = console.file.getvalue()
     assert "a: 10 fold runs of" in out and "(2 models x 2 x 5 folds + the selected" in out
+    from classbench.errors import ClassbenchError
+
+    with pytest.raises(ClassbenchError, match="--repeats 2: repeats a cross-validation"):
+        classbench.bench(["test_efficientnet"], folds=1, repeats=2, exports=())
 
 
 def test_bench_cli_exports_keywords(monkeypatch, tmp_path) -> None:

@@ -141,6 +141,19 @@ def test_repeated_cross_validation_adds_fresh_folds_to_a_finished_compare(data, 
         classbench.compare(data, models=TINY, out=tmp_path / "bad", folds=1, repeats=2, progress=False)
 
 
+def test_worst_held_out_class_averages_the_recall_over_repeats() -> None:
+    """Repeat 1 misses class 'c' entirely, repeat 2 finds it every time: c's recall is 0.5, not 0."""
+    import numpy as np
+
+    from classbench.comparison.core import _heldout_worst
+    from classbench.comparison.replicates import HeldOut
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    miss_c, all_right = np.eye(3)[[0, 0, 1, 1, 0, 1]], np.eye(3)[labels]
+    held = HeldOut([str(i) for i in range(6)], labels, ["a", "b", "c"], {"m": [miss_c, all_right]}, {"m": []})
+    assert _heldout_worst(held, "m") == ("c", 0.5)
+
+
 @pytest.mark.slow
 def test_seeds_compare_with_lr_auto_reuses_the_found_rate(data, tmp_path) -> None:
     board = classbench.compare(data, models=["test_efficientnet", "resnet10t"], out=tmp_path / "s", epochs=1,

@@ -115,7 +115,7 @@ def test_repeated_folds_deal_fresh_folds_with_fresh_seeds(manifest: Manifest, tm
     assert [j.seed for j in first] == [7, 8, 9, 10, 11, 12]  # every fold run its own draw
     assert first[3].label == "fold 1/3, repeat 2/2" and first[3].run_dir == tmp_path / "cv/resnet18/repeat-2/fold-1"
     assert first[0].run_dir == tmp_path / "cv/resnet18/fold-1"  # repeat 1 keeps the one-repeat layout
-    again = assign_folds(manifest, 3, seed=8)
+    again = assign_folds(manifest, 3, seed="7/repeat-2")
     with open(tmp_path / "folds" / "repeat-2" / "folds.csv") as fh:
         saved = {r["path"]: int(r["fold"]) - 1 for r in csv.DictReader(fh)}
     assert saved == again != assign_folds(manifest, 3, seed=7)  # the second repeat deals other folds

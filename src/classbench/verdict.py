@@ -2,8 +2,8 @@
 call a difference inside the noise a tie.
 
 Input per architecture: one or more *replicates* of predicted labels for the same images (out-of-fold
-predictions of K-fold cross-validation: one replicate covering every non-test image; ``--seeds N``: N
-replicates on the validation images; a single run: one replicate on validation). The score of an
+predictions of K-fold cross-validation: one replicate per repeat, each covering every non-test image;
+``--seeds N``: N replicates on the validation images; a single run: one replicate on validation). The score of an
 architecture is macro-F1 on those predictions (averaged over replicates). Each architecture is compared
 with the top one by a **paired, stratified cluster bootstrap**: near-duplicate groups are resampled within
 their class (a class keeps its number of groups, which macro-F1 on rare classes needs; an image and its
@@ -123,7 +123,7 @@ def bootstrap_weights(y_true: np.ndarray, groups: Sequence[Any] | None, n_boot: 
 def _bootstrap_scores(results: Mapping[str, Replicates], y_true: np.ndarray, n_classes: int,
                       groups: Sequence[Any] | None, n_boot: int, seed: int) -> dict[str, np.ndarray]:
     """Each model's macro-F1 under the same ``n_boot`` draws (paired): images resampled as above and, where a
-    model has several replicates (seeds), the replicates resampled too (the same draw for every model), so
+    model has several replicates (repeats or seeds), the replicates resampled too (the same draw for every model), so
     seed-to-seed variation enters the interval. Computed in chunks of draws (memory ~ 2M weights at a time)."""
     rng = np.random.default_rng(seed + 1)
     n_rep = max(len(r.preds) for r in results.values())

@@ -89,11 +89,13 @@ def bench(models: Sequence[str] = ("resnet18",), img_size: int | None = None, ba
     estimate of a ``compare --folds K --repeats R`` (R x K fold runs, each on its share of the images, plus
     the refit). ``exports``:
     the exported runtimes to time on the CPU (``()`` for none)."""
+    from classbench.errors import ClassbenchError
+
     unknown = [v for v in exports if v not in EXPORT_RATES]
     if unknown:
-        from classbench.errors import ClassbenchError
-
         raise ClassbenchError(f"--exports {','.join(unknown)}: choose from {','.join(EXPORT_RATES)} (or none)")
+    if repeats < 1 or (repeats > 1 and folds < 2):
+        raise ClassbenchError(f"--repeats {repeats}: repeats a cross-validation; it needs --folds K > 1 and R >= 1")
     manifest = _manifest(data, val, test, seed) if data else None
     options = {"batch_size": batch_size, "precision": precision, "steps": steps, "warmup": warmup, "seed": seed,
                "augment": augment, "epochs": epochs, "checkpoint_every": checkpoint_every, "folds": folds,

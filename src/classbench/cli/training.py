@@ -120,7 +120,8 @@ def compare(
     balance: Balance = D["balance"],
     augment: Augment = D["augment"],
     precision: Precision = D["precision"],
-    seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model."),
+    seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model (fold k of repeat r "
+                             "trains with SEED + r*K + k)."),
     folds_: str = typer.Option(str(COMPARE["folds"]), "--folds", help=FOLDS_HELP),
     repeats: int = typer.Option(COMPARE["repeats"], help="Repeat the cross-validation R times with fresh folds "
                                 "(R x K runs per model): a narrower interval over folds, R times the cost."),

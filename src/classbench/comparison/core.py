@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from classbench.comparison import replicates as R
-from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split, open_folder, safe_name
+from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split, open_folder, safe_name, update_state
 from classbench.comparison.leaderboard import build_row, measure_inference, write_figures, write_leaderboard
 from classbench.console import info, warn
 from classbench.errors import DataError, RunError
-from classbench.runs import atomic_write_json, read_json
+from classbench.runs import atomic_write_json, command_line, read_json
 from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
@@ -84,9 +84,11 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         raise DataError(f"--seeds must be >= 1 (got {seeds})")
     if seeds > 1 and folds not in ("auto", 1):
         raise DataError("choose either --folds K (cross-validation) or --seeds N (repeats on one split), not both")
-    if repeats < 1 or (repeats > 1 and (seeds > 1 or folds == 1)):
-        raise DataError(f"--repeats {repeats}: repeats the cross-validation, so it needs --folds K > 1 (or auto) and "
-                        "no --seeds; use --repeats 1 otherwise")
+    if repeats < 1:
+        raise DataError(f"--repeats must be >= 1 (got {repeats})")
+    if repeats > 1 and (seeds > 1 or folds == 1):
+        raise DataError(f"--repeats {repeats}: repeats the cross-validation, so it needs --folds K > 1 and no --seeds "
+                        "(a --preset report compare has one split); use --repeats 1 otherwise")
     args = {"data": str(data), "models": list(models or REPORT_MODELS), "epochs": epochs, "img_size": img_size,
             "seed": seed, "preset": preset, "val": val, "test": test, "folds": folds, "seeds": seeds,
             "repeats": repeats, "refit": refit,
@@ -122,7 +124,7 @@ def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: 
         from classbench.data.folds import AUTO_POOL_LIMIT
 
         raise DataError(f"--repeats {repeats}: --folds auto chose one split for this pool (more than "
-                        f"{AUTO_POOL_LIMIT} images); pass --folds K to cross-validate")
+                        f"{AUTO_POOL_LIMIT} images); pass --folds K (with --overwrite, or another --out)")
     names = [safe_name(m) for m in models]
     jobs = R.plan(out, manifest_path, models, names, k, args["seeds"], seed,
                   R.inner_val_fraction(args["val"], args["test"]), repeats=repeats)
@@ -142,6 +144,7 @@ def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: 
     from classbench.report.html import build_report
 
     board.report = build_report(out)
+    update_state(out, args=args, command=command_line())  # the latest call's (--refit, --repeats may differ)
     return board
 
 
@@ -270,10 +273,17 @@ def _label_issues(out: Path, held: R.HeldOut, verdict: Any) -> int:
 
 
 def _heldout_worst(held: R.HeldOut, name: str) -> tuple[str | None, float | None]:
+    """The class ``name`` recalls worst on its held-out images (recall averaged over replicates), and that recall."""
     from classbench.metrics import classification_summary
 
-    summary = classification_summary(held.labels, held.probs[name][0].argmax(axis=1), None, held.classes)
-    return summary["worst_class"], summary["worst_class_recall"]
+    recalls = np.mean([[c["recall"] for c in classification_summary(held.labels, p.argmax(axis=1), None,
+                                                                    held.classes)["per_class"]]
+                       for p in held.probs[name]], axis=0)  # each class's recall, averaged over replicates
+    support = np.bincount(held.labels, minlength=len(held.classes)) > 0
+    if not support.any():
+        return None, None
+    worst = int(np.argmin(np.where(support, recalls, np.inf)))
+    return held.classes[worst], float(recalls[worst])
 
 
 def _write(out: Path, jobs: list[R.Job], verdict: Any, held: R.HeldOut, finals: dict[str, Path],

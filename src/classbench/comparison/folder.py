@@ -36,7 +36,6 @@ def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
         if changed:
             raise RunError(f"{out}: holds a compare with other {', '.join(changed)}; pass --overwrite or another --out")
         info(f"Resuming the compare in {out}: finished runs are kept.", markup=False)
-        update_state(out, args=args, command=command_line())  # the latest call's (--refit, --repeats may differ)
         return
     if out.exists() and any(out.iterdir()):
         if not overwrite:

@@ -61,7 +61,7 @@ def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], fo
     (paired): the K x R fold runs are then as many draws of the training randomness too (initialisation,
     order, augmentation), so the fold-to-fold spread and the verdict's paired fold test carry it. One seed for
     every fold would repeat one draw K times: on drone_maritime (seed 1) one unlucky draw made resnet50 lose
-    every fold to densenet121. Repeat r deals its own folds (seeded ``seed + r``)."""
+    every fold to densenet121. Repeat r >= 1 deals its own folds (seeded ``"<seed>/repeat-<r+1>"``)."""
     if folds > 1:
         jobs = []
         for r in range(repeats):
@@ -84,7 +84,8 @@ def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, 
                          repeat: int = 0) -> list[Path]:
     """``folds.csv`` and one training manifest per fold for ``repeat`` (0-based; written once, a resumed
     compare reuses them): repeat 0 in ``OUT/folds/`` (with ``OUT/folds.csv``), repeat r in
-    ``OUT/folds/repeat-<r+1>/``, its folds dealt with seed ``seed + r``."""
+    ``OUT/folds/repeat-<r+1>/``, its folds dealt with the seed ``"<seed>/repeat-<r+1>"`` (not ``seed + r``:
+    on pre-split data every seed has the same pool, and seed s's second repeat would be seed s+1's first)."""
     from classbench.data.folds import assign_folds, fold_manifest, save_folds
 
     where = out / "folds" if repeat == 0 else out / "folds" / f"repeat-{repeat + 1}"
@@ -93,9 +94,10 @@ def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, 
     if all(p.is_file() for p in paths) and table.is_file():
         return paths
     manifest = Manifest.load(manifest_path)
-    fold_of = assign_folds(manifest, folds, seed + repeat)
+    deal = seed if repeat == 0 else f"{seed}/repeat-{repeat + 1}"
+    fold_of = assign_folds(manifest, folds, deal)
     for k, path in enumerate(paths):
-        fold_manifest(manifest, fold_of, k, inner_val, seed + repeat).save(path)
+        fold_manifest(manifest, fold_of, k, inner_val, deal).save(path)
     save_folds(fold_of, manifest, table)
     return paths
 

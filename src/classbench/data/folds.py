@@ -64,7 +64,7 @@ def resolve_folds(folds: int | str, manifest: Manifest) -> int:
     return k
 
 
-def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> dict[str, int]:
+def assign_folds(manifest: Manifest, k: int, seed: int | str = 0) -> dict[str, int]:
     """``{path: fold}`` (0-based) for every pool image; stratified per class, groups whole, deterministic."""
     if k < 2:
         raise DataError(f"cross-validation needs at least 2 folds (got {k})")
@@ -83,7 +83,8 @@ def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> dict[str, int]:
     return fold_of
 
 
-def fold_manifest(manifest: Manifest, fold_of: dict[str, int], fold: int, inner_val: float, seed: int = 0) -> Manifest:
+def fold_manifest(manifest: Manifest, fold_of: dict[str, int], fold: int, inner_val: float,
+                  seed: int | str = 0) -> Manifest:
     """The manifest fold ``fold``'s run trains on: the fold itself as ``test`` (scored once, blind), the
     other folds as ``train`` with a stratified, group-aware ``inner_val`` fraction carved out as ``val``
     (checkpoint selection). The compare's locked test images are not in it at all."""

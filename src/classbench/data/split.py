@@ -148,7 +148,7 @@ def training_split(path: str | os.PathLike, val: float = 0.2, test: float = 0.1,
     return result
 
 
-def carve_validation(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
+def carve_validation(manifest: Manifest, fraction: float, seed: int | str = 0) -> Manifest:
     """A given split without validation (e.g. ImageAI's train/test folders): move a stratified,
     group-aware ``fraction`` of train to val; test is untouched."""
     train = manifest.subset("train")
@@ -177,7 +177,7 @@ def groups_by_class(samples: list[Sample], groups: dict[str, str]) -> dict[str, 
 
 
 def _assign(
-    samples: list[Sample], groups: dict[str, str], val: float, test: float, test_per_class: int | None, seed: int
+    samples: list[Sample], groups: dict[str, str], val: float, test: float, test_per_class: int | None, seed: int | str
 ) -> tuple[list[Sample], list[str]]:
     by_class = groups_by_class(samples, groups)
     split_of: dict[str, str] = {}

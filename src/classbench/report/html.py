@@ -269,11 +269,11 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
         lb_rows = _read_csv(folder / "leaderboard.csv", notes)
         for r in lb_rows:
             name = str(r.get("model") or "")
+            if r.get("status") and not r.get("run_dir"):  # cross-validated only: its numbers are in the verdict;
+                continue  # a final run left from an earlier verdict (other --repeats) is not this verdict's model
             cands = [folder / n for n in (name, Path(str(r.get("run_dir") or "")).name) if n]
             run_dir = next((c for c in cands if c.name not in (".", "..") and c.parent.resolve() == folder
                             and c.is_dir()), None)
-            if run_dir is None and r.get("status") and not r.get("run_dir"):
-                continue  # cross-validated only, never refit: its numbers are in the verdict, it has no final run
             if run_dir is None:  # only subfolders of the compare folder are read
                 notes.append(_warn("warn", name, f"run folder not found in {shown}"))
             models.append(_model(name, run_dir, shown / (run_dir.name if run_dir else name), notes))
