@@ -53,6 +53,12 @@ def inner_val_fraction(val: float, test: float) -> float:
     return min(0.5, val / (1 - test)) if val > 0 else 0.2
 
 
+def repeat_folder(repeat: int) -> str:
+    """Where repeat ``repeat`` (0-based) keeps its folds and runs: no sub-folder for the first (the one-repeat
+    layout), ``repeat-<r+1>`` for the others; also the key its folds are dealt with."""
+    return "" if repeat == 0 else f"repeat-{repeat + 1}"
+
+
 def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], folds: int, seeds: int, seed: int,
          inner_val: float, repeats: int = 1) -> list[Job]:
     """Every job of the compare, fold (or seed) outermost so each architecture's first replicate comes early.
@@ -69,7 +75,7 @@ def plan(out: Path, manifest_path: Path, models: list[str], names: list[str], fo
             for k in range(folds):
                 label = f"fold {k + 1}/{folds}" + (f", repeat {r + 1}/{repeats}" if repeats > 1 else "")
                 for m, n in zip(models, names):
-                    run_dir = out / "cv" / n / ("" if r == 0 else f"repeat-{r + 1}") / f"fold-{k + 1}"
+                    run_dir = out / "cv" / n / repeat_folder(r) / f"fold-{k + 1}"
                     jobs.append(Job(m, n, label, run_dir, paths[k], seed + r * folds + k, "test", r))
         return jobs
     jobs = []
@@ -88,13 +94,13 @@ def write_fold_manifests(out: Path, manifest_path: Path, folds: int, seed: int, 
     on pre-split data every seed has the same pool, and seed s's second repeat would be seed s+1's first)."""
     from classbench.data.folds import assign_folds, fold_manifest, save_folds
 
-    where = out / "folds" if repeat == 0 else out / "folds" / f"repeat-{repeat + 1}"
+    where = out / "folds" / repeat_folder(repeat)
     table = out / "folds.csv" if repeat == 0 else where / "folds.csv"
     paths = [where / f"fold-{k + 1}.csv" for k in range(folds)]
     if all(p.is_file() for p in paths) and table.is_file():
         return paths
     manifest = Manifest.load(manifest_path)
-    deal = seed if repeat == 0 else f"{seed}/repeat-{repeat + 1}"
+    deal = seed if repeat == 0 else f"{seed}/{repeat_folder(repeat)}"
     fold_of = assign_folds(manifest, folds, deal)
     for k, path in enumerate(paths):
         fold_manifest(manifest, fold_of, k, inner_val, deal).save(path)
