@@ -109,6 +109,17 @@ def test_a_new_best_model_is_followed_by_a_checkpoint(tmp_path) -> None:
     assert seen == [None, None, 1, 1]
 
 
+@pytest.mark.parametrize("text, message", [("args: [unclosed\n", "not valid YAML"),
+                                           ("- just\n- a list\n", "no 'args' mapping")])
+def test_resuming_from_a_damaged_config_is_one_line(tmp_path, text: str, message: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(text)
+    with pytest.raises(RunError, match=message) as err:
+        resume(run, progress=False)
+    assert str(run / "config.yaml") in str(err.value) and "\n" not in str(err.value)
+
+
 def test_resuming_a_finished_run_says_so(tmp_path) -> None:
     data = make_class_folders(tmp_path / "d", {"a": 12, "b": 12})
     run = classbench.train(data, model="test_efficientnet", out=tmp_path / "run", epochs=1, img_size=32, batch_size=4,

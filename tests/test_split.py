@@ -12,7 +12,7 @@ from rich.console import Console
 
 from classbench.data.check import check
 from classbench.data.manifest import Manifest, Sample
-from classbench.data.split import _assign, render_split, split
+from classbench.data.split import SplitResult, _assign, carve_missing_validation, render_split, split
 from classbench.errors import DataError
 from tests.conftest import write_image
 from tests.test_check import smooth_image
@@ -217,3 +217,15 @@ def test_assign_invariants(sizes, val, test, per_class, seed):
                 assert mine.count("val") >= 1
             if (per_class if per_class is not None else test) > 0:
                 assert mine.count("test") >= 1
+
+
+def test_a_split_without_validation_gets_one_and_says_so(tmp_path) -> None:
+    samples = [Sample(tmp_path / f"{c}{i}.png", c, "test" if i < 2 else "train", group=f"{c}{i}")
+               for c in "ab" for i in range(12)]
+    result = SplitResult(Manifest(samples, ["a", "b"]), given=True, seed=0)
+    message = carve_missing_validation(result, 0.2, 0, "given.csv")
+    assert message and message.startswith("given.csv: the given split has no validation part")
+    assert result.manifest.counts("val") == {"a": 2, "b": 2} and result.manifest.counts("test") == {"a": 2, "b": 2}
+    assert carve_missing_validation(result, 0.2, 0, "given.csv") is None  # it has one now
+    untouched = SplitResult(Manifest(samples, ["a", "b"]), given=True, seed=0)
+    assert carve_missing_validation(untouched, 0.0, 0, "given.csv") is None and not untouched.manifest.subset("val")

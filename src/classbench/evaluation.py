@@ -31,7 +31,7 @@ from classbench.data.manifest import Manifest, Sample
 from classbench.errors import DataError, RunError
 from classbench.intervals import class_warnings, eval_intervals, headline_lines, interval_text
 from classbench.predict import PREDICTION_COLUMNS, csv_text, read_predictions, write_predictions
-from classbench.runs import atomic_write_json, atomic_write_text, read_json
+from classbench.runs import atomic_write_json, atomic_write_text, read_json, read_yaml
 
 __all__ = ["PREDICTION_COLUMNS", "EvalResult", "evaluate", "read_predictions", "render_eval", "write_predictions"]
 
@@ -194,11 +194,9 @@ def _eval_samples(run_dir: Path, split: str, data: str | Path | None,
 # ---------------------------------------------------------------- inference
 def _tta_views(run_dir: Path) -> list[tuple[int, ...]]:
     """Flip dims per view: identity + horizontal (+ vertical when the run trained with ``--augment aerial``)."""
-    import yaml
-
     try:
-        args = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("args") or {}
-    except (OSError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        args = (read_yaml(run_dir / "config.yaml") or {}).get("args") or {}
+    except (OSError, RunError, AttributeError):
         args = {}
     return [(), (3,), (2,)] if isinstance(args, dict) and args.get("augment") == "aerial" else [(), (3,)]
 

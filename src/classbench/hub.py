@@ -19,14 +19,13 @@ fetched, never a pickle). ``huggingface_hub`` is needed only by those two: ``pip
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, ModelError, first_line, import_optional
 from classbench.intervals import interval_text
-from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 HUB_PREFIX = "hf-hub:"
 HUB_FILES = ["config.json", "model.json", "model.safetensors", "README.md"]
@@ -68,10 +67,9 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: s
     ``run_dir`` holds no finished model."""
     from safetensors.torch import save
 
-    from classbench.models import load_model, read_meta
+    from classbench.models import load_model
 
-    meta, _ = read_meta(run_dir)
-    model, _ = load_model(run_dir)
+    model, meta = load_model(run_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().contiguous()
@@ -80,7 +78,7 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: s
     atomic_write_json(out / "config.json", timm_config(meta, model))
     atomic_write_json(out / "model.json", _portable(meta))
     eval_path = Path(run_dir) / "eval.json"
-    evaluation = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.is_file() else None
+    evaluation = read_json(eval_path) if eval_path.is_file() else None
     atomic_write_text(out / "README.md", model_card(meta, evaluation, repo_id))
     return out
 

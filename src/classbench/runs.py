@@ -93,6 +93,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RunError(f"{path}: not valid JSON ({err.msg}); the file is damaged, re-create it") from err
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file (a run's ``config.yaml``) as Python values, with ``read_json``'s one-line errors."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RunError(f"{path}: not found; is this a classbench run folder?") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); the file is damaged, re-create it") from err
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float | None]]:
     """A run's ``metrics.csv`` as numbers (empty list when missing)."""
     path = Path(run_dir) / "metrics.csv"

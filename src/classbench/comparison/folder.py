@@ -72,19 +72,17 @@ def ensure_split(out: Path, data: Any, val: float, test: float, seed: int) -> Pa
     """``out/split.csv``: made once (after ``check``, saved as ``check.json``) and shared by every model."""
     from classbench.console import warn
     from classbench.data.check import check
-    from classbench.data.split import carve_validation, split
+    from classbench.data.split import carve_missing_validation, split
 
     manifest_path = out / "split.csv"
     if not manifest_path.is_file():
         report = check(data)
         atomic_write_json(out / "check.json", report.to_dict())
         result = split(data, val=val, test=test, seed=seed, report=report)
-        manifest = result.manifest
-        if not manifest.subset("val") and val > 0 and manifest.subset("train"):
-            manifest = carve_validation(manifest, val, seed)  # once, so every model and seed shares it
-            warn(f"{data}: the given split has no validation part; took a stratified {val:.0%} of train as "
-                 "validation (checkpoints are chosen on it, never on test)")
-        manifest.save(manifest_path)
+        carved = carve_missing_validation(result, val, seed, data)  # once, so every model and seed shares it
+        if carved:
+            warn(carved)
+        result.manifest.save(manifest_path)
         update_state(out, given_split=result.given)
     return manifest_path
 

@@ -26,6 +26,7 @@ import numpy as np
 from classbench.console import info
 from classbench.data.manifest import Manifest
 from classbench.errors import RunError
+from classbench.runs import read_yaml
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,10 @@ def run(job: Job, options: dict[str, Any], step: str) -> None:
 
 def resolved_lr(run_dir: Path) -> float | None:
     """The learning rate a run trained with (after ``--lr auto``), from its config.yaml."""
-    import yaml
-
     config = run_dir / "config.yaml"
     if not config.is_file():
         return None
-    lr = (yaml.safe_load(config.read_text(encoding="utf-8")).get("resolved") or {}).get("lr")
+    lr = ((read_yaml(config) or {}).get("resolved") or {}).get("lr")
     return float(lr) if isinstance(lr, (int, float)) else None
 
 

@@ -139,13 +139,23 @@ def training_split(path: str | os.PathLike, val: float = 0.2, test: float = 0.1,
             result = SplitResult(manifest, given=True, seed=seed)
     if result is None:
         result = split(path, val=val, test=test, test_per_class=test_per_class, seed=seed)
-    if not result.manifest.subset("val") and val > 0 and result.manifest.subset("train"):
-        result.manifest = carve_validation(result.manifest, val, seed)
-        result.warnings.append(f"{path}: the given split has no validation part; took a stratified {val:.0%} of "
-                               "train as validation (checkpoints are chosen on it, never on test)")
+    carved = carve_missing_validation(result, val, seed, path)
+    if carved:
+        result.warnings.append(carved)
     if out is not None:
         result.csv_path = result.manifest.save(out)
     return result
+
+
+def carve_missing_validation(result: SplitResult, val: float, seed: int, source: Any) -> str | None:
+    """Give ``result`` a validation part when its split has none (a given train/test split): a stratified
+    ``val`` of train, via :func:`carve_validation`. Returns the warning to show the user, or None."""
+    manifest = result.manifest
+    if manifest.subset("val") or val <= 0 or not manifest.subset("train"):
+        return None
+    result.manifest = carve_validation(manifest, val, seed)
+    return (f"{source}: the given split has no validation part; took a stratified {val:.0%} of train as "
+            "validation (checkpoints are chosen on it, never on test)")
 
 
 def carve_validation(manifest: Manifest, fraction: float, seed: int | str = 0) -> Manifest:

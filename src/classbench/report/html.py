@@ -22,7 +22,7 @@ from classbench.errors import ClassbenchError, RunError
 from classbench.intervals import interval_text
 from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
 from classbench.report.exports import export_rows
-from classbench.runs import atomic_write_text, read_json
+from classbench.runs import atomic_write_text, read_json, read_yaml
 from classbench.training.config import BALANCE_TEXT
 
 MAX_FIGURE_BYTES = 25 << 20
@@ -52,15 +52,7 @@ def _load(path: Path, notes: list[dict[str, str]]) -> Any:
     if not path.is_file():
         return None
     try:
-        if path.suffix == ".yaml":
-            import yaml
-
-            try:
-                value = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as err:
-                raise ValueError(f"{path}: not valid YAML ({err})") from err
-        else:
-            value = read_json(path)
+        value = read_yaml(path) if path.suffix == ".yaml" else read_json(path)
         if not isinstance(value, dict):
             raise TypeError(f"{path}: expected a mapping at the top level")
         return value

@@ -14,7 +14,7 @@ from typing import Any
 
 from classbench.console import info, warn
 from classbench.errors import ClassbenchError, Interrupted, RunError, first_line
-from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir
+from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir, read_yaml
 from classbench.training.config import BALANCE_TEXT, IMBALANCE_THRESHOLD, MONITORS, Resolved, TrainConfig, resolve
 
 RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
@@ -47,15 +47,15 @@ def train(data: str | os.PathLike, model: str = "resnet18", **options: Any) -> T
 
 def resume(run_dir: str | os.PathLike, progress: bool = True) -> TrainResult:
     """Continue an interrupted run from its ``last.ckpt`` with the same configuration."""
-    import yaml
-
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise RunError(f"{run_dir}: no config.yaml; --resume needs a classbench run folder")
     if (run_dir / "summary.json").is_file():
         raise RunError(f"{run_dir}: this run has already finished (summary.json); nothing to resume")
-    saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    saved = read_yaml(config_path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+        raise RunError(f"{config_path}: no 'args' mapping; --resume needs the config.yaml a classbench run wrote")
     args = {**saved["args"], "out": str(run_dir), "progress": progress}
     if args.get("lr") == "auto" and isinstance((saved.get("resolved") or {}).get("lr"), (int, float)):
         args["lr"] = saved["resolved"]["lr"]  # the rate the range test found; a resumed run does not search again
