@@ -99,14 +99,15 @@ def test_cli_defaults_are_the_api_defaults() -> None:
     from classbench.training.config import DEFAULTS
 
     commands = get_command(app).commands
-    checked = 0
+    checked, seen = 0, set()
     for name in ("train", "compare"):
         for param in commands[name].params:
-            if param.name in DEFAULTS and param.name not in ("data", "out", "folds"):
-                expected = DEFAULTS[param.name]
-                assert param.default == expected or str(param.default) == str(expected), (name, param.name)
+            key = param.name.rstrip("_")  # folds_ / repeats_: strings on the command line, 'auto' or a number
+            if key in DEFAULTS and key not in ("data", "out", "folds"):
+                expected = DEFAULTS[key]
+                assert param.default == expected or str(param.default) == str(expected), (name, key)
                 checked += 1
-            elif param.name in ARG_DEFAULTS and name == "compare":
-                assert str(param.default) == str(ARG_DEFAULTS[param.name]), param.name
-                checked += 1
-    assert checked >= 30
+            elif key in ARG_DEFAULTS and name == "compare":
+                assert str(param.default) == str(ARG_DEFAULTS[key]), key
+                checked, seen = checked + 1, seen | {key}
+    assert checked >= 30 and {"folds", "repeats", "seeds", "refit"} <= seen

@@ -139,6 +139,10 @@ def test_repeated_cross_validation_adds_fresh_folds_to_a_finished_compare(data, 
     assert run(1).sentence == once.sentence  # fewer repeats reuse the runs they need
     with pytest.raises(Exception, match="--repeats 2: repeats the cross-validation"):
         classbench.compare(data, models=TINY, out=tmp_path / "bad", folds=1, repeats=2, progress=False)
+    for bad in (0, "twice"):
+        with pytest.raises(Exception, match="--repeats must be a whole number >= 1 or 'auto'"):
+            classbench.compare(data, models=TINY, out=tmp_path / "bad", repeats=bad, progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
 def test_worst_held_out_class_averages_the_recall_over_repeats() -> None:

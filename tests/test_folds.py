@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from classbench.data.folds import assign_folds, fold_manifest, max_folds, pool, resolve_folds
+from classbench.data.folds import assign_folds, fold_manifest, max_folds, pool, resolve_folds, resolve_repeats
 from classbench.data.manifest import Manifest
 from classbench.data.split import split
 from classbench.errors import DataError
@@ -90,6 +90,14 @@ def test_auto_folds_depend_on_the_pool_size(manifest: Manifest, monkeypatch) -> 
     assert resolve_folds("auto", manifest) == 1  # large data: one split
     with pytest.raises(DataError, match=">= 1"):
         resolve_folds(0, manifest)
+
+
+def test_auto_repeats_twice_only_the_cross_validation_auto_chose(manifest: Manifest, monkeypatch) -> None:
+    """--repeats auto: 2 x 5-fold on a small pool (--folds auto), one repeat for a chosen K or one split."""
+    assert resolve_repeats("auto", "auto", resolve_folds("auto", manifest)) == 2
+    assert resolve_repeats("auto", 5, 5) == 1 and resolve_repeats(3, 5, 5) == 3
+    monkeypatch.setattr("classbench.data.folds.AUTO_POOL_LIMIT", 10)
+    assert resolve_repeats("auto", "auto", resolve_folds("auto", manifest)) == 1  # large data: one split
 
 
 def test_each_fold_trains_with_its_own_seed_shared_by_every_architecture(manifest: Manifest, tmp_path: Path) -> None:

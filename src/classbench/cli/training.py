@@ -28,7 +28,8 @@ from classbench.console import console
 
 FOLDS_HELP = ("K-fold cross-validation over the non-test images (the test split stays locked): every model trains on "
               "the same K folds and the verdict uses out-of-fold predictions. 'auto': 5 folds when at most 3000 "
-              "non-test images (fewer if the rarest class cannot fill 5), else 1 (one split).")
+              "non-test images (fewer if the rarest class cannot fill 5; repeated twice, see --repeats), else 1 (one "
+              "split).")
 
 
 @app.command()
@@ -123,8 +124,9 @@ def compare(
     seed: int = typer.Option(D["seed"], help="One seed for the split, the folds and every model (fold k of repeat r "
                              "trains with SEED + r*K + k)."),
     folds_: str = typer.Option(str(COMPARE["folds"]), "--folds", help=FOLDS_HELP),
-    repeats: int = typer.Option(COMPARE["repeats"], help="Repeat the cross-validation R times with fresh folds "
-                                "(R x K runs per model): a narrower interval over folds, R times the cost."),
+    repeats_: str = typer.Option(str(COMPARE["repeats"]), "--repeats", help="Repeat the cross-validation R times "
+                                 "with fresh folds (R x K runs per model): a narrower interval over folds, R times the "
+                                 "cost. 'auto': 2 when --folds auto chose folds (a small pool), else 1."),
     seeds: int = typer.Option(COMPARE["seeds"], help="Instead of folds: train every model N times (seeds SEED.."
                               "SEED+N-1) on the one split."),
     refit: bool = typer.Option(COMPARE["refit"], help="Give the selected architecture a final model (after cross-validation: "
@@ -154,7 +156,8 @@ def compare(
 
     board = run_compare(
         data, models=names(models), out=out, epochs=epochs, img_size=img_size, seed=seed, preset=preset,
-        folds=int_or_auto("--folds", folds_), repeats=repeats, seeds=seeds, refit=refit, overwrite=overwrite, engine=engine,
+        folds=int_or_auto("--folds", folds_), repeats=int_or_auto("--repeats", repeats_), seeds=seeds, refit=refit,
+        overwrite=overwrite, engine=engine,
         ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, val=val, test=test,
         pretrained=pretrained, batch_size=int_or_auto("--batch-size", batch_size), balance=balance, augment=augment,
         precision=precision, lr=learning_rate(lr), checkpoint_every=checkpoint_every,

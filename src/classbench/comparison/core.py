@@ -58,14 +58,15 @@ class Leaderboard:
 def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
             epochs: int = D["epochs"], img_size: int | None = None, seed: int = D["seed"], preset: str | None = None,
             folds: int | str = ARG_DEFAULTS["folds"], seeds: int = ARG_DEFAULTS["seeds"],
-            repeats: int = ARG_DEFAULTS["repeats"], refit: bool = ARG_DEFAULTS["refit"], engine: str = "local",
+            repeats: int | str = ARG_DEFAULTS["repeats"], refit: bool = ARG_DEFAULTS["refit"], engine: str = "local",
             ray_address: str | None = None,
             gpus_per_run: float | None = None, cpus_per_run: float | None = None, overwrite: bool = False,
             progress: bool = True, val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
     """Train every model in ``models`` on the same folds (``folds``; ``"auto"``: 5 when the non-test pool is
     small, see ``classbench.data.folds.resolve_folds``), ``repeats`` times with fresh folds (repeated K-fold:
-    R x K runs per model, a narrower fold interval), or seeds (``seeds``) on one split; decide the verdict on
-    held-out predictions, refit and test the selected one. Re-running with the same ``out`` resumes.
+    R x K runs per model, a narrower fold interval; ``"auto"``: 2 when ``folds="auto"`` chose folds, else 1,
+    see ``resolve_repeats``), or seeds (``seeds``) on one split; decide the verdict on held-out predictions,
+    refit and test the selected one. Re-running with the same ``out`` resumes.
 
     ``engine``: ``"local"`` trains one run after another in this process; ``"ray"`` runs them as Ray tasks
     (``ray_address``, ``gpus_per_run``, ``cpus_per_run``: see ``classbench.comparison.ray_engine``). The
@@ -84,9 +85,9 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         raise DataError(f"--seeds must be >= 1 (got {seeds})")
     if seeds > 1 and folds not in ("auto", 1):
         raise DataError("choose either --folds K (cross-validation) or --seeds N (repeats on one split), not both")
-    if repeats < 1:
-        raise DataError(f"--repeats must be >= 1 (got {repeats})")
-    if repeats > 1 and (seeds > 1 or folds == 1):
+    if repeats != "auto" and (not isinstance(repeats, int) or repeats < 1):
+        raise DataError(f"--repeats must be a whole number >= 1 or 'auto' (got {repeats!r})")
+    if repeats != "auto" and repeats > 1 and (seeds > 1 or folds == 1):
         raise DataError(f"--repeats {repeats}: repeats the cross-validation, so it needs --folds K > 1 and no --seeds "
                         "(a --preset report compare has one split); use --repeats 1 otherwise")
     args = {"data": str(data), "models": list(models or REPORT_MODELS), "epochs": epochs, "img_size": img_size,
@@ -115,14 +116,14 @@ def _engine_session(ray: dict[str, Any] | None) -> Iterator[None]:
 
 def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: dict[str, Any] | None) -> Leaderboard:
     """The compare itself, once its arguments are checked: split, folds, trainings, verdict, final model."""
+    from classbench.data.folds import AUTO_POOL_LIMIT, resolve_repeats
+
     models, seed, train_options, img_size = args["models"], args["seed"], args["train_options"], args["img_size"]
     open_folder(out, args, overwrite)
     manifest_path = ensure_split(out, args["data"], args["val"], args["test"], seed)
     k = _resolve_folds(out, manifest_path, args["folds"] if args["seeds"] == 1 else 1)
-    repeats = args["repeats"]
+    repeats = resolve_repeats(args["repeats"], args["folds"], k)
     if repeats > 1 and k == 1:
-        from classbench.data.folds import AUTO_POOL_LIMIT
-
         raise DataError(f"--repeats {repeats}: --folds auto chose one split for this pool (more than "
                         f"{AUTO_POOL_LIMIT} images); pass --folds K (with --overwrite, or another --out)")
     names = [safe_name(m) for m in models]
@@ -144,7 +145,8 @@ def _run(out: Path, args: dict[str, Any], overwrite: bool, progress: bool, ray: 
     from classbench.report.html import build_report
 
     board.report = build_report(out)
-    update_state(out, args=args, command=command_line())  # the latest call's (--refit, --repeats may differ)
+    # the latest call's arguments (--refit and --repeats may differ from the first call's)
+    update_state(out, args=args, command=command_line(), repeats_resolved=repeats)
     return board
 
 

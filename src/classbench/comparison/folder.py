@@ -19,7 +19,7 @@ from classbench.runs import atomic_write_json, command_line, environment_info, r
 # folds and seeds do not depend on how many repeats there are, so more repeats add runs and fewer reuse some.)
 SHAPING_ARGS = ("data", "models", "epochs", "img_size", "seed", "preset", "val", "test", "folds", "seeds", "fold_seeds")
 # compare()'s own defaults (the CLI reads them here); also what a folder made before these arguments existed had
-ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "repeats": 1, "refit": True, "fold_seeds": "shared"}
+ARG_DEFAULTS = {"folds": "auto", "seeds": 1, "repeats": "auto", "refit": True, "fold_seeds": "shared"}
 FOLD_SEEDS = "seed+fold"  # how fold runs are seeded now (folders made before 2026-12 gave every fold one seed)
 
 

@@ -25,6 +25,7 @@ from classbench.errors import DataError
 
 DEFAULT_FOLDS = 5
 AUTO_POOL_LIMIT = 3000  # --folds auto: cross-validate when the non-test pool has at most this many images
+AUTO_REPEATS = 2  # --repeats auto with --folds auto on such a pool: 2 x 5-fold (docs/benchmarks.md, the bake-off)
 
 
 def pool(manifest: Manifest) -> list[Sample]:
@@ -62,6 +63,14 @@ def resolve_folds(folds: int | str, manifest: Manifest) -> int:
         raise DataError(f"class '{label}' has only {largest} image group(s) outside the test split, so --folds {k} "
                         f"cannot put it in every fold; {fix}")
     return k
+
+
+def resolve_repeats(repeats: int | str, folds: int | str, k: int) -> int:
+    """``repeats`` as a number: ``"auto"`` is ``AUTO_REPEATS`` when ``--folds auto`` chose cross-validation
+    (a small pool, where one 5-fold's verdict still moved with the seed), else 1; a number is kept."""
+    if repeats == "auto":
+        return AUTO_REPEATS if folds == "auto" and k > 1 else 1
+    return int(repeats)
 
 
 def assign_folds(manifest: Manifest, k: int, seed: int | str = 0) -> dict[str, int]:
