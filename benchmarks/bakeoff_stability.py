@@ -7,7 +7,7 @@ The single-split leaderboard this replaces changed winner with the seed (issue 1
 resnet50 / densenet121 / densenet121 for seeds 0 / 1 / 2, with gaps of 0.0004 and 0.0005 between places).
 
 Usage: .venv/bin/python benchmarks/bakeoff_stability.py [--seeds 0,1,2] [--folds auto] [--epochs 12]
-       [--img-size 96] [--work runs/bakeoff-stability-v2] [--lr auto] [--repeats 2]
+       [--img-size 96] [--work runs/bakeoff-stability-v2] [--lr auto] [--repeats auto]
 The work folder is kept (compares resume: an interrupted benchmark continues where it stopped).
 """
 
@@ -33,7 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--folds", default="auto")
-    parser.add_argument("--repeats", type=int, default=1, help="repeated cross-validation: R x K runs per model")
+    parser.add_argument("--repeats", default="auto", help="repeated cross-validation: R x K runs per model "
+                        "('auto', the compare's default: 2 x 5 with --folds auto on drone_maritime)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--img-size", type=int, default=96)
     parser.add_argument("--models", default="densenet121,inception_v3,mobilenetv2,resnet50")
@@ -45,12 +46,13 @@ def main() -> None:
     data = need_drone()
     folds = args.folds if args.folds == "auto" else int(args.folds)
     lr = args.lr if args.lr in (None, "auto") else float(args.lr)
+    repeats = args.repeats if args.repeats == "auto" else int(args.repeats)
     per_seed, rows = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
         board = classbench.compare(data, models=args.models.split(","), out=Path(args.work) / f"seed-{seed}",
                                    epochs=args.epochs, img_size=args.img_size, seed=seed, folds=folds,
-                                   repeats=args.repeats, refit=args.refit, lr=lr, progress=False)
+                                   repeats=repeats, refit=args.refit, lr=lr, progress=False)
         seconds = time.perf_counter() - start
         print(f"seed {seed}: {board.sentence}")
         per_seed.append({"seed": seed, "verdict": board.sentence, "protocol": board.protocol,
