@@ -139,7 +139,7 @@ def test_an_interrupted_ray_driver_resumes(data, tmp_path) -> None:
     wait_for_file(first, proc, 400, poll=0.1)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C on the driver
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, (proc.returncode, stderr)
     assert not (out / "leaderboard.csv").exists()
     kept = first.stat().st_mtime_ns
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
