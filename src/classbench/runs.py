@@ -84,26 +84,27 @@ def command_line() -> str:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise RunError(f"{path}: not found; is this a classbench run folder?") from err
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: not valid JSON ({err.msg}); the file is damaged, re-create it") from err
+    """A JSON file as Python values; missing or damaged: a one-line ``RunError`` naming the file."""
+    return _read_parsed(path, json.loads, (json.JSONDecodeError,), "JSON", lambda err: err.msg)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
     """A YAML file (a run's ``config.yaml``) as Python values, with ``read_json``'s one-line errors."""
     import yaml
 
+    return _read_parsed(path, yaml.safe_load, (yaml.YAMLError, UnicodeDecodeError), "YAML",
+                        lambda err: str(err).splitlines()[0])
+
+
+def _read_parsed(path: str | os.PathLike, parse: Any, errors: tuple[type[Exception], ...], kind: str,
+                 reason: Any) -> Any:
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return parse(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise RunError(f"{path}: not found; is this a classbench run folder?") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); the file is damaged, re-create it") from err
+    except errors as err:
+        raise RunError(f"{path}: not valid {kind} ({reason(err)}); the file is damaged, re-create it") from err
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float | None]]:

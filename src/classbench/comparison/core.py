@@ -87,7 +87,7 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
         raise DataError("choose either --folds K (cross-validation) or --seeds N (repeats on one split), not both")
     if repeats != "auto" and (not isinstance(repeats, int) or repeats < 1):
         raise DataError(f"--repeats must be a whole number >= 1 or 'auto' (got {repeats!r})")
-    if repeats != "auto" and repeats > 1 and (seeds > 1 or folds == 1):
+    if repeats not in ("auto", 1) and (seeds > 1 or folds == 1):
         raise DataError(f"--repeats {repeats}: repeats the cross-validation, so it needs --folds K > 1 and no --seeds "
                         "(a --preset report compare has one split); use --repeats 1 otherwise")
     args = {"data": str(data), "models": list(models or REPORT_MODELS), "epochs": epochs, "img_size": img_size,
