@@ -147,11 +147,11 @@ def test_a_repeated_compare_estimate_counts_every_fold_run() -> None:
 def test_bench_cli_exports_keywords(monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    import classbench.benchmark as benchmark
+    import classbench.cli.results as commands
     from classbench.cli import app
 
     seen = []
-    monkeypatch.setattr(benchmark, "bench", lambda *a, **k: seen.append(k["exports"]) or BenchResult([]))
+    monkeypatch.setattr(commands, "api_bench", lambda *a, **k: seen.append(k["exports"]) or BenchResult([]))
     for given, expected in (("all", list(EXPORT_RATES)), ("none", []), ("onnx, openvino", ["onnx", "openvino"])):
         result = CliRunner().invoke(app, ["bench", "--exports", given, "--json", str(tmp_path / "b.json")])
         assert result.exit_code == 0, result.output

@@ -111,3 +111,30 @@ def test_cli_defaults_are_the_api_defaults() -> None:
                 assert str(param.default) == str(ARG_DEFAULTS[key]), key
                 checked, seen = checked + 1, seen | {key}
     assert checked >= 30 and {"folds", "repeats", "seeds", "refit"} <= seen
+
+
+def test_commands_that_wrap_one_api_function_default_to_its_defaults() -> None:
+    """evaluate, bench, export, demo, demo-data and predict: a flag named like an API parameter has that parameter's default."""
+    import inspect
+
+    from typer.main import get_command
+
+    from classbench.benchmark import bench
+    from classbench.comparison import demo
+    from classbench.data.demo import demo as demo_data
+    from classbench.evaluation import evaluate
+    from classbench.exporting import export
+    from classbench.predict import Classifier, load
+
+    commands = get_command(app).commands
+    checked = 0
+    for name, functions in {"evaluate": [evaluate], "bench": [bench], "export": [export], "demo": [demo],
+                            "demo-data": [demo_data], "predict": [load, Classifier.predict_batch]}.items():
+        api = {key: p.default for f in functions for key, p in inspect.signature(f).parameters.items()}
+        for param in commands[name].params:
+            if param.name in api and param.name not in ("run", "top_k", "exports", "data", "out", "paths"):
+                expected = api[param.name]
+                expected = ",".join(expected) if isinstance(expected, tuple) else expected
+                assert str(param.default) == str(expected), (name, param.name, param.default, expected)
+                checked += 1
+    assert checked >= 20

@@ -167,3 +167,13 @@ def test_every_auto_is_resolved_once_into_a_frozen_record() -> None:
     assert tuned.freeze_epochs == 1 and tuned.backbone_lr == pytest.approx(1e-4)
     assert tuned.with_lr(0.02, 0.1, True).backbone_lr == pytest.approx(0.002)
     assert plan.to_dict()["mean"] == list(plan.mean)
+
+
+def test_auto_workers_follow_the_cores_a_run_may_use() -> None:
+    from classbench.training.config import resolve_workers
+
+    assert resolve_workers(3, cached=True, on_gpu=False, cores=2) == 3  # a number is taken as given
+    assert resolve_workers("auto", cached=False, on_gpu=False, cores=4) == 0  # few cores: in-process loading
+    assert resolve_workers("auto", cached=False, on_gpu=False, cores=6) == 5
+    assert resolve_workers("auto", cached=True, on_gpu=False, cores=32) == 0  # the cache feeds a CPU run faster
+    assert resolve_workers("auto", cached=True, on_gpu=True, cores=32) == 8

@@ -6,8 +6,11 @@ from typing import Optional
 import typer
 
 from classbench.cli._app import app, friendly
-from classbench.cli.options import D, Data
+from classbench.cli.options import D, Data, api_defaults
 from classbench.console import console
+from classbench.data.demo import demo as api_demo_data
+
+DEMO_DATA = api_defaults(api_demo_data)
 
 
 @app.command()
@@ -54,11 +57,10 @@ def split(
 @friendly
 def demo_data(
     out: Path = typer.Argument(Path("demo-data"), help="Folder to write the demo dataset into."),
-    imbalance: float = typer.Option(10.0, help="Largest class is this many times the smallest (1 = keep all)."),
-    seed: int = typer.Option(0),
+    imbalance: float = typer.Option(DEMO_DATA["imbalance"], help="Largest class is this many times the smallest "
+                                    "(1 = keep all)."),
+    seed: int = typer.Option(DEMO_DATA["seed"], help="Seed of the subsample: the same seed, the same files."),
 ) -> None:
     """Write the built-in demo dataset (scikit-learn's real handwritten digits) as class folders."""
-    from classbench.data.demo import demo
-
-    path = demo(out, imbalance=imbalance, seed=seed)
+    path = api_demo_data(out, imbalance=imbalance, seed=seed)
     console.print(f"Wrote demo dataset to {path}")

@@ -1,18 +1,21 @@
 """Options that several commands share, declared once (help text here, defaults from the dataclass).
 
 Each alias is ``Annotated[type, typer.Option(...)]``; a command writes ``epochs: Epochs = D["epochs"]``, so the
-default a user sees comes from :data:`classbench.training.config.DEFAULTS`, the one source of options.
+default a user sees comes from :data:`classbench.training.config.DEFAULTS`, the one source of options; commands
+that wrap one API function take theirs from its signature (:func:`api_defaults`).
 ``Optional[...]`` is spelled out because typer releases before 0.15 do not read ``X | None``.
 """
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from classbench.training.config import DEFAULTS as D
 
-__all__ = ["D", "Data", "Epochs", "ImgSize", "Pretrained", "BatchSize", "Balance", "Augment", "Precision", "Lr",
+__all__ = ["D", "api_defaults", "Data", "Epochs", "ImgSize", "Pretrained", "BatchSize", "Balance", "Augment", "Precision", "Lr",
            "Val", "Test", "CheckpointEvery", "Overwrite", "Logger", "MlflowUri"]
 
 LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate range test picks one per "
@@ -23,6 +26,12 @@ LOGGER_HELP = ("Also log to csv|tensorboard|mlflow|wandb through Lightning's log
 MLFLOW_URI_HELP = "MLflow tracking URI or folder for its mlflow.db (default: $MLFLOW_TRACKING_URI, else mlflow.db beside the runs)."
 CHECKPOINT_EVERY_HELP = ("Write last.ckpt at the end of an epoch once this many seconds have passed since the last write "
                          "(0: every epoch); also after a new best model and after the final epoch.")
+
+def api_defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a Python API function, so a command's flags default to what the API does."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
 
 Data = Annotated[Path, typer.Argument(help="Class folders, pre-split folders (train/val/test) or a CSV manifest.")]
 Epochs = Annotated[int, typer.Option(help="Training epochs (the same budget for every model of a compare).")]

@@ -22,10 +22,13 @@ from classbench.cli.options import (
     Pretrained,
     Test,
     Val,
+    api_defaults,
 )
+from classbench.comparison.core import demo as api_demo
 from classbench.comparison.folder import ARG_DEFAULTS as COMPARE
 from classbench.console import console
 
+DEMO = api_defaults(api_demo)
 FOLDS_HELP = ("K-fold cross-validation over the non-test images (the test split stays locked): every model trains on "
               "the same K folds and the verdict uses out-of-fold predictions. 'auto': 5 folds when at most 3000 "
               "non-test images (fewer if the rarest class cannot fill 5; repeated twice, see --repeats), else 1 (one "
@@ -169,13 +172,12 @@ def compare(
 @app.command()
 @friendly
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Where the demo data and the compare go."),
-    epochs: int = typer.Option(8, help="Epochs per model."),
-    overwrite: bool = typer.Option(True, help="Start afresh (default) or resume with --no-overwrite."),
+    out: Path = typer.Option(Path(DEMO["out"]), help="Where the demo data and the compare go."),
+    epochs: int = typer.Option(DEMO["epochs"], help="Epochs per model."),
+    overwrite: bool = typer.Option(DEMO["overwrite"], help="Start afresh (default) or resume with --no-overwrite."),
 ) -> None:
     """The whole path on built-in data: imbalanced digits -> 4-model compare -> report.html."""
-    from classbench.comparison import demo as run_demo
     from classbench.comparison import render_leaderboard
 
-    board = run_demo(out, epochs=epochs, overwrite=overwrite)
+    board = api_demo(out, epochs=epochs, overwrite=overwrite)
     render_leaderboard(board, console)

@@ -332,6 +332,7 @@ def demo(out: str | os.PathLike = "runs/demo", epochs: int = 8, overwrite: bool 
          models: Sequence[str] = DEMO_MODELS, progress: bool = True, folds: int | str = 3) -> Leaderboard:
     """Built-in demo: write the imbalanced digits dataset, compare four small models at 32 px over ``folds``
     folds, report the verdict."""
+    from classbench.data.demo import DEMO_SIZE
     from classbench.data.demo import demo as demo_data
 
     out = Path(out)
@@ -341,6 +342,6 @@ def demo(out: str | os.PathLike = "runs/demo", epochs: int = 8, overwrite: bool 
             raise RunError(f"{out}: exists and is not a classbench demo folder; choose another --out")
         shutil.rmtree(out)
     if not data_dir.is_dir():
-        demo_data(data_dir, imbalance=10.0, seed=0, size=32)
-    return compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=32, seed=0, folds=folds,
+        demo_data(data_dir)
+    return compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=DEMO_SIZE, folds=folds,
                    progress=progress)

@@ -152,10 +152,14 @@ def train_task(job: R.Job, options: dict[str, Any], step: str) -> dict[str, Any]
     import ray
     import torch
 
-    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+    from classbench.training.config import resolve_workers
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    cpus = int(assigned.get("CPU", 1)) or 1
     torch.set_num_threads(cpus)
-    if options.get("workers", "auto") == "auto":
-        options = {**options, "workers": 0 if cpus <= 4 else min(8, cpus - 1)}
+    workers = resolve_workers(options.get("workers", "auto"), options.get("cache", "auto") != "off",
+                              assigned.get("GPU", 0) > 0, cores=cpus)
+    options = {**options, "workers": workers}
     node = socket.gethostname()
     from classbench.runs import atomic_write_json
 

@@ -19,6 +19,7 @@ from PIL import Image
 from classbench.errors import ClassbenchError
 
 MARKER = ".classbench-demo.json"
+DEMO_SIZE = 32  # pixels: the demo's images and the size its compare trains at
 
 
 def demo_counts(available: dict[int, int], imbalance: float) -> dict[int, int]:
@@ -34,7 +35,7 @@ def demo_counts(available: dict[int, int], imbalance: float) -> dict[int, int]:
     return {k: max(1, round(top * imbalance ** (-rank / last))) for rank, k in enumerate(sorted(available))}
 
 
-def demo(out_dir: str | os.PathLike, imbalance: float = 10.0, seed: int = 0, size: int = 32) -> Path:
+def demo(out_dir: str | os.PathLike, imbalance: float = 10.0, seed: int = 0, size: int = DEMO_SIZE) -> Path:
     """Write the digits demo dataset to ``out_dir`` and return it; deterministic for ``seed``.
 
     ``imbalance`` R subsamples classes geometrically so the largest is ~R times the smallest.

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError
+from classbench.exporting.parity import DEFAULT_MAX_IMAGES, DEFAULT_MIN_AGREEMENT
 from classbench.exporting.render import render_export
 from classbench.inference import EXPORTS, OnnxSession, physical_cores
 
@@ -79,7 +80,8 @@ def variant_name(format: str, fp16: bool = False, int8: bool = False) -> str:
 def export(run: str | os.PathLike, format: str = "onnx", opset: int | None = None, dynamic_batch: bool = True,
            fp16: bool = False, int8: bool = False, out: str | os.PathLike | None = None,
            parity_images: Sequence[str | os.PathLike] | None = None, parity_split: str = "val",
-           min_agreement: float = 0.99, calibration_images: int = 128, max_parity_images: int | None = 1000,
+           min_agreement: float = DEFAULT_MIN_AGREEMENT, calibration_images: int = 128,
+           max_parity_images: int | None = DEFAULT_MAX_IMAGES,
            seed: int = 0) -> ExportResult:
     """Export the run's model as one variant (see the module docstring), check it, write it, record it.
 

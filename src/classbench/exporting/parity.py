@@ -26,6 +26,7 @@ from classbench.metrics import softmax
 EXPORT_JSON = "export.json"
 RANDOM_SAMPLES = 32
 DEFAULT_MAX_IMAGES = 1000
+DEFAULT_MIN_AGREEMENT = 0.99  # INT8 exports under this top-1 agreement with PyTorch are refused
 BATCH = 32
 
 
@@ -140,7 +141,7 @@ def _macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
 
 
 def agreement(reference: np.ndarray, logits: np.ndarray, samples: Samples, meta: dict[str, Any],
-              tolerance: float | None = None, min_agreement: float = 0.99, enforce: bool = False) -> dict[str, Any]:
+              tolerance: float | None = None, min_agreement: float = DEFAULT_MIN_AGREEMENT, enforce: bool = False) -> dict[str, Any]:
     """The parity report of one export: overall and per-class top-1 agreement with PyTorch, macro-F1 of both
     against the labels (when known), max probability/logit differences.
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from classbench.errors import ClassbenchError
 from classbench.exporting.onnx_graph import Graph, build_graph
-from classbench.exporting.parity import Samples, agreement, calibration_inputs, record, refusal, run_logits
+from classbench.exporting.parity import DEFAULT_MIN_AGREEMENT, Samples, agreement, calibration_inputs, record, refusal, run_logits
 from classbench.inference import EXPORTS, OnnxSession, import_optional
 
 FP32_TOLERANCE = 1e-4
@@ -34,7 +34,7 @@ class Job:
     reference: np.ndarray
     opset: int | None = None
     dynamic_batch: bool = True
-    min_agreement: float = 0.99
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
     calibration_images: int = 128
     seed: int = 0
 

@@ -252,11 +252,13 @@ def resolve_batch_size(batch_size: int | str, n_train: int) -> int:
     return max(2, min(32, n_train // 4 or 2))
 
 
-def resolve_workers(workers: int | str, cached: bool, on_gpu: bool) -> int:
-    """On few cores (or with a decoded-image cache) extra worker processes only slow the loop."""
+def resolve_workers(workers: int | str, cached: bool, on_gpu: bool, cores: int | None = None) -> int:
+    """Loader worker processes for ``"auto"``: none on few cores (or with a decoded-image cache on CPU), where extra
+    processes only slow the loop; else one per core but one, at most 8. ``cores``: the CPUs this run may use
+    (default: the machine's; a Ray task passes the CPUs it was given)."""
     if workers != "auto":
         return int(workers)
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     if cores <= 4 or (cached and not on_gpu):
         return 0
     return min(8, cores - 1)
