@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from classbench.errors import ClassbenchError, RunError
+from classbench.data.manifest import SPLITS, Manifest
+from classbench.errors import ClassbenchError, RunError, first_line
 from classbench.intervals import interval_text
 from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
 from classbench.report.exports import export_rows
@@ -168,28 +169,41 @@ def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _split_sizes(folder: Path, models: list[dict[str, Any]], classes: list[str], notes: list) -> dict | None:
-    counts: dict[str, dict[str, int]] = {}
-    for r in _read_csv(folder / "split.csv", notes):
-        split = (r.get("split") or "").strip() or "unsplit"
-        counts.setdefault(str(r.get("label")), {}).setdefault(split, 0)
-        counts[str(r.get("label"))][split] += 1
-    if not counts:  # fall back to what training recorded
-        for m in models:
-            recorded = ((m["config"].get("split") or {}).get("counts") or m["summary"].get("class_counts") or {})
-            for split, per_class in recorded.items():
-                for label, n in (per_class or {}).items():
-                    counts.setdefault(str(label), {})[split] = int(n)
-            if counts:
-                break
+    """Images per class and split: from the compare's split.csv, else from what the first run recorded."""
+    counts = _manifest_counts(folder / "split.csv", notes) or _recorded_counts(models)  # {split: {class: n}}
     if not counts:
         return None
-    order = {"train": 0, "val": 1, "test": 2}
-    splits = sorted({s for c in counts.values() for s in c}, key=lambda s: (order.get(s, 3), s))
-    labels = [c for c in classes if c in counts] + sorted(c for c in counts if c not in classes)
-    rows = [{"class": c, "counts": [counts[c].get(s, 0) for s in splits], "total": sum(counts[c].values())}
-            for c in labels]
+    order = {s: i for i, s in enumerate(SPLITS)}
+    splits = sorted(counts, key=lambda s: (order.get(s, len(SPLITS)), s))
+    present = {c for per_class in counts.values() for c in per_class}
+    labels = [c for c in classes if c in present] + sorted(present - set(classes))
+    rows = [{"class": c, "counts": [counts[s].get(c, 0) for s in splits]} for c in labels]
+    for r in rows:
+        r["total"] = sum(r["counts"])
     totals = [sum(r["counts"][i] for r in rows) for i in range(len(splits))]
     return {"splits": splits, "rows": rows, "totals": totals, "total": sum(totals)}
+
+
+def _manifest_counts(path: Path, notes: list) -> dict[str, dict[str, int]]:
+    if not path.is_file():
+        return {}
+    try:
+        manifest = Manifest.load(path)
+    except (ClassbenchError, OSError, ValueError) as err:  # ValueError: an unknown split name, bad UTF-8
+        notes.append(_warn("warn", path.parent.name, f"{path.name}: cannot read ({first_line(err)})"))
+        return {}
+    named = {s: manifest.counts(s) for s in SPLITS if manifest.subset(s)}
+    unsplit = [s for s in manifest.samples if s.split is None]
+    return named | ({"unsplit": Manifest(unsplit).counts()} if unsplit else {})
+
+
+def _recorded_counts(models: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    for m in models:
+        recorded = (m["config"].get("split") or {}).get("counts") or m["summary"].get("class_counts") or {}
+        counts = {split: {str(c): int(n) for c, n in (per_class or {}).items()} for split, per_class in recorded.items()}
+        if counts:
+            return counts
+    return {}
 
 
 def _imbalance_notes(models: list[dict[str, Any]]) -> list[str]:

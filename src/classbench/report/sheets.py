@@ -41,15 +41,18 @@ def _font(size: int) -> Any:
 
 
 def _thumbnail(path: Any, size: int) -> Any:
+    """The image fitted into ``size`` x ``size`` (decoded like training does), or None when it cannot be read."""
     from PIL import Image, ImageOps
+
+    from classbench.data.imageio import decode_image
+    from classbench.errors import ImageLoadError
+
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-        method = Image.Resampling.NEAREST if max(im.size) < size / 2 else Image.Resampling.LANCZOS
-        return ImageOps.contain(im, (size, size), method)
-    except Exception:  # noqa: BLE001 - unreadable/truncated/not an image/decompression bomb: grey tile
+        im = decode_image(path, draft=(size, size))[0]
+    except ImageLoadError:  # unreadable/truncated/not an image/too large: a grey tile
         return None
+    method = Image.Resampling.NEAREST if max(im.size) < size / 2 else Image.Resampling.LANCZOS
+    return ImageOps.contain(im, (size, size), method)
 
 
 def _fit(draw: Any, prefix: str, name: str, suffix: str, font: Any, width: int) -> str:
