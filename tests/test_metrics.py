@@ -202,7 +202,7 @@ def test_fit_temperature_recovers_known_temperature():
         p /= p.sum(1, keepdims=True)
         return -np.mean(np.log(p[np.arange(len(y)), y]))
 
-    assert M._nll(z, y, 2.0) == pytest.approx(nll(2.0), rel=1e-12)
+    assert M.nll(z, y, 2.0) == pytest.approx(nll(2.0), rel=1e-12)
     assert min(grid, key=nll) == pytest.approx(fitted, rel=3e-3)
     assert M.fit_temperature(np.zeros((0, 3)), []) == 1.0
     assert M.fit_temperature(np.ones((4, 3)), [0, 1, 2, 0]) == 1.0  # every row flat: nothing to fit

@@ -128,6 +128,16 @@ def test_expand_inputs_folder_glob_and_missing(images: Path) -> None:
     assert all(p.error and not p.top for p in problems)
 
 
+def test_a_folder_is_walked_like_a_dataset_folder(images: Path) -> None:
+    """Hidden files and folders (and macOS' __MACOSX) are skipped, as when a class folder is read."""
+    for hidden in (images / ".thumbs" / "a.png", images / "__MACOSX" / "b.png", images / ".c.png"):
+        hidden.parent.mkdir(exist_ok=True)
+        hidden.write_bytes((images / "img_00.png").read_bytes())
+    files, problems = expand_inputs([str(images)])
+    assert len(files) == 6 and files == sorted(files) and not problems
+    assert not any(".thumbs" in f or "__MACOSX" in f or f.endswith(".c.png") for f in files)
+
+
 def test_batch_with_bad_files_keeps_going(clf, images: Path, tmp_path: Path) -> None:
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     truncated = tmp_path / "truncated.png"

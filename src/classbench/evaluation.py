@@ -268,14 +268,13 @@ def _score(logits: np.ndarray, y_true: np.ndarray, classes: list[str],
 
     probs = M.softmax(logits, temperature)
     summary = M.classification_summary(y_true, probs.argmax(axis=1), probs, classes)
-    p_true = probs[np.arange(len(y_true)), y_true]
     metrics = {key: summary[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")}
     metrics.update({
         "top_k": {f"top_{k}": v for k, v in summary["top_k_accuracy"].items()},
         "worst_class_recall": summary["worst_class_recall"], "worst_class": summary["worst_class"],
         "ece": M.expected_calibration_error(probs, y_true),
         "ece_uncalibrated": M.expected_calibration_error(M.softmax(logits), y_true),
-        "temperature": temperature, "nll": float(-np.mean(np.log(np.clip(p_true, 1e-12, 1.0)))),
+        "temperature": temperature, "nll": M.nll(logits, y_true, temperature),
     })
     return summary, metrics, probs
 

@@ -47,15 +47,17 @@ def eval_intervals(summary: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarr
 
 
 def class_warnings(summary: dict[str, Any], what: str) -> list[str]:
-    """One loud line per class with images but zero recall (naming what it was taken for) or zero predictions."""
+    """One loud line per class of ``summary["zero_recall"]`` (``metrics.classification_summary``): never
+    predicted, or recognised on none of its images (naming what it was taken for)."""
     cm = np.asarray(summary["confusion_matrix"])
     classes = summary["classes"]
     out = []
-    for i, row in enumerate(summary["per_class"]):
-        name, support, predicted = row["class"], row["support"], row["predicted"]
-        if support and not predicted:
+    for name in summary["zero_recall"]:
+        i = classes.index(name)
+        support, predicted = summary["per_class"][i]["support"], summary["per_class"][i]["predicted"]
+        if not predicted:
             out.append(f"class '{name}' was never predicted (0 of {support} {what} images)")
-        elif support and cm[i, i] == 0:
+        else:
             confused = classes[int(np.argmax(np.where(np.arange(len(classes)) == i, -1, cm[i])))]
             out.append(f"class '{name}' has zero recall: none of its {support} {what} images was recognised "
                        f"(mostly predicted as '{confused}')")

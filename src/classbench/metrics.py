@@ -128,7 +128,7 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
          "precision_ci": ci(tp[i], predicted[i]), "recall_ci": ci(tp[i], support[i])}
         for i, c in enumerate(classes)
     ]
-    worst = int(np.argmin(np.where(has_support, recall, np.inf))) if has_support.any() else None
+    worst = worst_class(recall, support)
     top_k: dict[str, float] = {}
     if probs is not None:
         scores = np.asarray(probs, dtype=np.float64)
@@ -154,6 +154,12 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
         "worst_class_recall": float(recall[worst]) if worst is not None else None,
         "worst_class": classes[worst] if worst is not None else None,
     }
+
+
+def worst_class(recall: Any, support: Any) -> int | None:
+    """Index of the class with images (``support`` > 0) whose recall is lowest; None when no class has images."""
+    recall, has_support = np.asarray(recall, dtype=np.float64), np.asarray(support) > 0
+    return int(np.argmin(np.where(has_support, recall, np.inf))) if has_support.any() else None
 
 
 def macro_f1_from_counts(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -345,11 +351,11 @@ def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
         return e / e.sum(axis=-1, keepdims=True)
 
 
-def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of ``softmax(logits / temperature)`` (scipy's ``logsumexp``)."""
+def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``softmax(logits / temperature)`` (scipy's ``logsumexp``: exact, no clipping)."""
     from scipy.special import logsumexp
 
-    z = logits / temperature
+    z = np.asarray(logits, dtype=np.float64) / temperature
     return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(labels)), labels]))
 
 
@@ -372,7 +378,7 @@ def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
         raise ValueError(f"logits has {z.shape[0]} rows but labels has {t.size}")
     if not np.isfinite(z).all() or np.ptp(z, axis=1).max() == 0:
         return 1.0
-    res = minimize_scalar(lambda log_t: _nll(z, t, math.exp(log_t)), bounds=(math.log(0.01), math.log(100.0)),
+    res = minimize_scalar(lambda log_t: nll(z, t, math.exp(log_t)), bounds=(math.log(0.01), math.log(100.0)),
                           method="bounded", options={"maxiter": max_iter, "xatol": 1e-6})
     return float(math.exp(float(res.x)))
 

@@ -266,11 +266,11 @@ def _load_onnx_file(path: Path, device: str, threads: int | None) -> Classifier:
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:
     """Files, folders (recursive) and globs -> ``(image files, problems)``; problems have ``error`` set."""
-    from classbench.data.imageio import IMAGE_EXTENSIONS
+    from classbench.data.imageio import is_image_file
+    from classbench.data.sources import files_under
 
     def images_under(folder: Path) -> list[str]:
-        found = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        return sorted(str(p) for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        return [str(p) for p in files_under(folder) if is_image_file(p)]
 
     files: list[str] = []
     problems: list[Prediction] = []
@@ -288,7 +288,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[P
             for match in sorted(glob.glob(text, recursive=True)):
                 if Path(match).is_dir():
                     found += images_under(Path(match))
-                elif Path(match).suffix.lower() in IMAGE_EXTENSIONS:
+                elif is_image_file(match):
                     found.append(match)
             if not found:
                 problems.append(Prediction(text, [], error="pattern matches no image files"))

@@ -276,16 +276,13 @@ def _label_issues(out: Path, held: R.HeldOut, verdict: Any) -> int:
 
 def _heldout_worst(held: R.HeldOut, name: str) -> tuple[str | None, float | None]:
     """The class ``name`` recalls worst on its held-out images (recall averaged over replicates), and that recall."""
-    from classbench.metrics import classification_summary
+    from classbench.metrics import classification_summary, worst_class
 
     recalls = np.mean([[c["recall"] for c in classification_summary(held.labels, p.argmax(axis=1), None,
                                                                     held.classes)["per_class"]]
                        for p in held.probs[name]], axis=0)  # each class's recall, averaged over replicates
-    support = np.bincount(held.labels, minlength=len(held.classes)) > 0
-    if not support.any():
-        return None, None
-    worst = int(np.argmin(np.where(support, recalls, np.inf)))
-    return held.classes[worst], float(recalls[worst])
+    worst = worst_class(recalls, np.bincount(held.labels, minlength=len(held.classes)))
+    return (None, None) if worst is None else (held.classes[worst], float(recalls[worst]))
 
 
 def _write(out: Path, jobs: list[R.Job], verdict: Any, held: R.HeldOut, finals: dict[str, Path],

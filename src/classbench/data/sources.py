@@ -87,7 +87,7 @@ def _read_class_folders(root: Path, split: str | None) -> Source:
             skipped.append(SkippedFile(entry, f"not inside a class folder (loose file in the {where})"))
     classes = [d.name for d in _subdirs(root)]
     for class_dir in _subdirs(root):
-        for file in _walk_files(class_dir):
+        for file in files_under(class_dir):
             if is_image_file(file):
                 samples.append(Sample(file, class_dir.name, split))
             else:
@@ -156,8 +156,9 @@ def _subdirs(folder: Path) -> list[Path]:
     return [p for p in _visible(folder) if p.is_dir()]
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    """All non-hidden files below ``folder`` (recursively, following no symlinked folders)."""
+def files_under(folder: Path) -> list[Path]:
+    """All files below ``folder``, sorted, recursively, skipping hidden names (``.*``, ``__MACOSX``) and following
+    no symlinked folders: the one folder walker (class folders, ``predict`` on a folder)."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
