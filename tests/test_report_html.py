@@ -168,7 +168,7 @@ def test_compare_report_renders_everything(compare_dir: Path) -> None:
     assert len(rows) == 3
     assert "resnet18" in rows[0] and 'class="best"' in rows[0] and ">0.831<" in rows[0]
     assert not any('class="best"' in r for r in rows[1:])
-    assert "11.18 M" in rows[0] and "12.5 s" in rows[0] and "3.21" in rows[0]
+    assert "11.2M" in rows[0] and "12 s" in rows[0] and "3.21" in rows[0]
     assert "vit &#34;x&#34; &amp; &lt;y&gt;" in rows[2]
     # per-class tables for the two evaluated models; zero recall flagged red
     assert html.count('class="sortable per-class"') == 2

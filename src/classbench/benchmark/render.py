@@ -6,17 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from classbench.benchmark.rates import EXPORT_RATES
-
-
-def duration(seconds: float) -> str:
-    """``4.2 s``, ``42 s``, ``7.5 min``, ``2.1 h``."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+from classbench.formatting import duration
 
 
 def _num(value: float | None, digits: int = 1) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from classbench.formatting import count
+from classbench.intervals import interval_text
 from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
 LEADERBOARD_COLUMNS = [
@@ -114,30 +116,31 @@ def _fmt(value: Any, key: str) -> str:
     if value is None or value == "":
         return "-"
     if key == "params":
-        return f"{float(value) / 1e6:.1f}M"
+        return count(float(value))
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
     return str(value)
 
 
+def _bracketed(row: dict[str, Any], column: str, sep: str = ",") -> str:
+    """``[low,high]`` of ``column_low``/``column_high``, or ``""`` when the row has no interval."""
+    text = interval_text((row.get(f"{column}_low"), row.get(f"{column}_high")), 2, sep)
+    return f"[{text}]" if text else ""
+
+
 def _delta(row: dict[str, Any]) -> str:
-    if row.get("delta") is None:
-        return "-"
-    return f"{row['delta']:.2f} [{row['delta_low']:.2f},{row['delta_high']:.2f}]"
+    return "-" if row.get("delta") is None else f"{row['delta']:.2f} {_bracketed(row, 'delta')}".rstrip()
 
 
 def _fold_delta(row: dict[str, Any]) -> str:
-    low, high = row.get("fold_delta_low"), row.get("fold_delta_high")
-    return "-" if low is None or high is None else f"[{low:.2f},{high:.2f}]"
+    return _bracketed(row, "fold_delta") or "-"
 
 
 def _with_ci(row: dict[str, Any], column: str) -> str:
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
-    if not (isinstance(low, float) and isinstance(high, float)):
-        return f"{row[column]:.3f}"
-    if high - low < 1e-9:  # a bootstrap where every resample scores the same says nothing about the spread
-        return f"{row[column]:.3f} [bootstrap: no spread]"
-    return f"{row[column]:.3f} [{low:.2f}, {high:.2f}]"
+    if isinstance(low, float) and isinstance(high, float) and high - low < 1e-9:
+        return f"{row[column]:.3f} [bootstrap: no spread]"  # every resample scored the same: no spread to show
+    return f"{row[column]:.3f} {_bracketed(row, column, ', ')}".rstrip()
 
 
 def render_leaderboard(board: Any, console: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from classbench.formatting import count, duration
 from classbench.report.style import _num as num
 
 # leaderboard column -> (header, kind); kind picks the number format
@@ -42,8 +43,7 @@ METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
 
 
 FORMATS = {
-    "params": lambda x: f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} K" if x >= 1e3 else f"{x:.0f}",
-    "sec": lambda x: f"{x:.1f} s" if x < 60 else f"{x / 60:.1f} min" if x < 3600 else f"{x / 3600:.2f} h",
+    "params": count, "sec": duration,
     "rate": lambda x: f"{x:,.1f}" if x < 100 else f"{x:,.0f}",
     "ms": "{:.2f}".format, "int": "{:,.0f}".format, "pct": "{:.1%}".format, "score": "{:.3f}".format,
 }

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from classbench.formatting import count, duration
 from classbench.report.sheets import _thumbnail, contact_sheet  # noqa: F401 - re-exported: callers import it from here
 from classbench.report.style import (  # noqa: F401 - re-exported, as above
     BLUE,
@@ -42,16 +43,6 @@ LOSS_SERIES = [("train_loss", "train loss", BLUE, "-"), ("val_loss", "val loss",
 
 def _colors(n: int) -> list:
     return PALETTE[:n] if n <= len(PALETTE) else [matplotlib.colormaps["viridis"](x) for x in np.linspace(0, 0.92, n)]
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "n/a"
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
-
-
-def _fmt_count(v: float) -> str:
-    return f"{v:.0f}" if v < 1e4 else f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.1f}M"
 
 
 def _fmt_prob(v: float) -> str:
@@ -179,7 +170,7 @@ def _build_confusion(cm: Any, classes: Sequence[str], title: str = "") -> Figure
     panel = float(np.clip(0.24 * c + 3.4, 4.2, 11))
     fig = Figure(figsize=(2 * panel + 0.6, panel + 1.0), layout="constrained")
     ax_counts, ax_norm = fig.subplots(1, 2)
-    _matrix_panel(fig, ax_counts, cm, classes, max(cm.max(initial=0), 1.0), "Blues", _fmt_count, "images")
+    _matrix_panel(fig, ax_counts, cm, classes, max(cm.max(initial=0), 1.0), "Blues", count, "images")
     _matrix_panel(fig, ax_norm, norm, classes, 1.0, "Blues", _fmt_prob, "fraction of the true class")
     ax_counts.set_title("Counts")
     ax_norm.set_title("Recall (row-normalised)")
@@ -270,7 +261,7 @@ def _build_training_time(names: Sequence[str], seconds: Sequence[Any]) -> Figure
     y = np.arange(len(names))
     ax.barh(y, np.nan_to_num(secs / scale), color=BLUE, height=0.6)
     for yi, s in zip(y, secs):
-        ax.text(0 if not np.isfinite(s) else s / scale, yi, "  " + _fmt_duration(float(s)), va="center", fontsize=9)
+        ax.text(0 if not np.isfinite(s) else s / scale, yi, "  " + duration(float(s)), va="center", fontsize=9)
     ax.set_yticks(y, [_tick(n, 32) for n in names])
     ax.invert_yaxis()
     ax.margins(x=0.18)
@@ -344,7 +335,7 @@ def _build_class_counts(counts: Mapping[str, int], split_counts: Mapping[str, Ma
         ax.bar(x, totals, 0.75, color=BLUE)
     if 0 < n <= 40:
         for xi, t in zip(x, totals):
-            ax.text(xi, t, _fmt_count(t), ha="center", va="bottom", fontsize=float(np.clip(10 - 0.12 * n, 6, 9)))
+            ax.text(xi, t, count(t), ha="center", va="bottom", fontsize=float(np.clip(10 - 0.12 * n, 6, 9)))
     _xticks(ax, classes, float(np.clip(10 - 0.08 * n, 5, 9)))
     nonzero = totals[totals > 0]
     ratio = f"imbalance {nonzero.max() / nonzero.min():.1f}:1" if nonzero.size else "no images"
