@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from classbench.data.check import BALANCE_NOTE, check, group_near_duplicates, popcount_swar, render_check
+from classbench.data.check import BALANCE_NOTE, check, connected_components, group_near_duplicates, popcount_swar, render_check
 from classbench.data.sources import read_source
 from classbench.errors import DataError
 from classbench.runs import atomic_write_json
@@ -140,6 +140,11 @@ def test_exact_near_duplicates_and_label_conflicts(make_dataset):
     assert g[str(root / "a/orig.png")] == g[str(root / "a/resized.jpg")] != g[str(root / "a/x.png")]
     assert any("label conflicts" in w for w in report.warnings)
     assert "1 label conflict(s)" in _rendered(report)
+
+
+def test_connected_components_are_transitive_and_named_by_their_smallest_node():
+    assert connected_components(6, [(4, 1), (1, 3), (5, 5)]).tolist() == [0, 1, 2, 1, 1, 5]
+    assert connected_components(3, []).tolist() == [0, 1, 2] and connected_components(0, []).tolist() == []
 
 
 def test_group_near_duplicates_tiles_and_threshold():

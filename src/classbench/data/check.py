@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -271,24 +271,25 @@ def _judge(report: CheckReport, source: Source) -> None:
 
 
 def group_near_duplicates(hashes: np.ndarray, threshold: int, tile: int = 256) -> list[int]:
-    """Union-find over pHashes within ``threshold`` bits; returns a group id (a root index) per input."""
-    n = len(hashes)
-    if n == 0:
+    """Groups of pHashes within ``threshold`` bits (transitively); a group id per input: the index, among the
+    sorted distinct hashes, of the group's first one."""
+    if len(hashes) == 0:
         return []
     unique, inverse = np.unique(hashes.astype(np.uint64), return_inverse=True)
-    parent = list(range(len(unique)))
+    component = connected_components(len(unique), _close_pairs(unique, threshold, tile))
+    return [int(component[i]) for i in np.asarray(inverse).ravel()]
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for a, b in _close_pairs(unique, threshold, tile):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return [find(int(i)) for i in np.asarray(inverse).ravel()]
+def connected_components(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The component of each of ``n`` nodes joined by ``pairs`` (scipy's csgraph), named by its smallest node."""
+    from scipy.sparse import coo_matrix, csgraph
+
+    edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    smallest = np.full(int(labels.max(initial=-1)) + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    return smallest[labels]
 
 
 def _close_pairs(unique: np.ndarray, threshold: int, tile: int) -> list[tuple[int, int]]:

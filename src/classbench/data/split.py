@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from classbench.data.check import MIN_SPLIT_IMAGES, BadFile, CheckReport, check
+from classbench.data.check import MIN_SPLIT_IMAGES, BadFile, CheckReport, check, connected_components
 from classbench.data.manifest import SPLITS, Manifest, Sample
 from classbench.errors import DataError
 
@@ -99,27 +99,21 @@ def _validate(val: float, test: float, test_per_class: int | None) -> None:
 
 
 def _groups(report: CheckReport) -> dict[str, str]:
-    """Near-duplicate groups from ``check`` merged with a CSV ``group`` column (union-find)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    """Near-duplicate groups from ``check`` merged with a CSV ``group`` column (connected components of both),
+    each named after its first sample's group (by path; the user's name preferred)."""
     def dup_key(s: Sample) -> str:
         return "dup:" + report.group_of.get(str(s.path), str(s.path))
 
-    for s in report.samples:
-        if s.group:
-            a, b = find(dup_key(s)), find("user:" + s.group)
-            parent[max(a, b)] = min(a, b)
-    names: dict[str, str] = {}  # component -> name of its first sample's group (user's name preferred)
-    for s in sorted(report.samples, key=lambda s: str(s.path)):
-        names.setdefault(find(dup_key(s)), s.group or dup_key(s)[4:])
-    return {str(s.path): names[find(dup_key(s))] for s in report.samples}
+    samples = sorted(report.samples, key=lambda s: str(s.path))
+    nodes: dict[str, int] = {}
+    for key in [dup_key(s) for s in samples] + ["user:" + s.group for s in samples if s.group]:
+        nodes.setdefault(key, len(nodes))
+    component = connected_components(len(nodes), [(nodes[dup_key(s)], nodes["user:" + s.group])
+                                                  for s in samples if s.group])
+    names: dict[int, str] = {}
+    for s in samples:
+        names.setdefault(int(component[nodes[dup_key(s)]]), s.group or dup_key(s)[4:])
+    return {str(s.path): names[int(component[nodes[dup_key(s)]])] for s in report.samples}
 
 
 def training_split(path: str | os.PathLike, val: float = 0.2, test: float = 0.1, test_per_class: int | None = None,
