@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from classbench.data.manifest import normpath
 from classbench.runs import atomic_write_csv
 
 COLUMNS = ["rank", "path", "given", "suggested", "margin", "self_confidence", "source"]
@@ -116,10 +117,6 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]
     return [LabelIssue(int(i), int(labels[i]), int(suggested[i]), float(margin[i]), float(p_given[i])) for i in idx]
 
 
-def _key(path: Any) -> str:
-    return os.path.normpath(os.path.abspath(os.fspath(path)))
-
-
 def label_issue_rows(paths: Sequence[str], classes: Sequence[str], labels: Any, probs: Any,
                      conflicts: Sequence[Mapping[str, Sequence[str]]] = ()) -> list[dict[str, Any]]:
     """CSV-ready rows (``COLUMNS``): the finder's issues ranked 1.. (source ``out-of-fold``), then files of
@@ -137,11 +134,11 @@ def label_issue_rows(paths: Sequence[str], classes: Sequence[str], labels: Any, 
     rows = [{"rank": r, "path": str(paths[it.index]), "given": classes[it.given], "suggested": classes[it.suggested],
              "margin": round(it.margin, 6), "self_confidence": round(it.self_confidence, 6), "source": OUT_OF_FOLD}
             for r, it in enumerate(find_label_issues(labels, probs), start=1)]
-    listed = {_key(row["path"]): row for row in rows}
-    position = {_key(p): i for i, p in enumerate(paths)}
+    listed = {normpath(row["path"]): row for row in rows}
+    position = {normpath(p): i for i, p in enumerate(paths)}
     for conflict in conflicts:
         for file in conflict["files"]:
-            key = _key(file)
+            key = normpath(file)
             if key in listed:
                 if listed[key]["source"] == OUT_OF_FOLD:
                     listed[key]["source"] = BOTH

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from classbench.data.imageio import decode_image, phash, read_image_bytes
-from classbench.data.manifest import Sample
+from classbench.data.manifest import Sample, shown_path
 from classbench.data.sources import Source, read_source
 from classbench.errors import ImageLoadError
 
@@ -352,9 +352,9 @@ def render_check(report: CheckReport, console: Any) -> None:
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for b in report.bad_files:
-        console.print(f"[red]bad file:[/] {escape(_rel(b.path, report.path))}: {escape(b.reason)}", highlight=False)
+        console.print(f"[red]bad file:[/] {escape(shown_path(b.path, report.path))}: {escape(b.reason)}", highlight=False)
     for p, r in report.skipped[:20]:
-        console.print(f"[dim]skipped:[/] {escape(_rel(p, report.path))}: {escape(r)}", highlight=False)
+        console.print(f"[dim]skipped:[/] {escape(shown_path(p, report.path))}: {escape(r)}", highlight=False)
     if len(report.skipped) > 20:
         console.print(f"[dim]skipped: ... and {len(report.skipped) - 20} more (see --json)[/]")
     console.print(
@@ -362,7 +362,7 @@ def render_check(report: CheckReport, console: Any) -> None:
         f"group(s) (pHash distance <= {report.near_dup_threshold}), {len(report.label_conflicts)} label conflict(s)"
     )
     for conflict in report.label_conflicts[:10]:
-        files = ", ".join(_rel(f, report.path) for f in conflict["files"][:4])
+        files = ", ".join(shown_path(f, report.path) for f in conflict["files"][:4])
         console.print(f"  [red]conflict[/] {escape('/'.join(conflict['labels']))}: {escape(files)}", highlight=False)
     console.print(f"scanned {report.scanned} images in {report.scan_seconds:.1f} s ({report.images_per_second:.0f}/s)")
     verdict = "[green]usable[/]" if report.usable else f"[red]not usable:[/] {escape(report.problem or '')}"
@@ -373,10 +373,3 @@ def _range(lo: int | None, hi: int | None) -> str:
     if lo is None or hi is None:
         return "-"
     return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def _rel(path: str, root: str) -> str:
-    try:
-        return os.path.relpath(path, root if os.path.isdir(root) else os.path.dirname(root))
-    except ValueError:
-        return path

@@ -40,6 +40,18 @@ def normpath(path: str | os.PathLike) -> Path:
     return Path(os.path.normpath(os.path.abspath(os.fspath(path))))
 
 
+def shown_path(path: str | os.PathLike, data: str | os.PathLike) -> str:
+    """``path`` as a user reads it: relative to the dataset ``data`` (a folder, or a CSV's folder) when it lies
+    inside it, else as given."""
+    root = os.fspath(data)
+    root = os.path.dirname(root) if root.lower().endswith(".csv") else root
+    try:
+        rel = os.path.relpath(os.fspath(path), root)
+    except ValueError:  # another drive (Windows)
+        return os.fspath(path)
+    return os.fspath(path) if rel.startswith("..") else rel
+
+
 @dataclass(frozen=True)
 class Sample:
     """One labelled image file; ``path`` is made absolute and normalised on creation."""

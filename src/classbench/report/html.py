@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from classbench.data.manifest import SPLITS, Manifest
+from classbench.data.manifest import SPLITS, Manifest, shown_path
 from classbench.errors import ClassbenchError, RunError, first_line
 from classbench.intervals import interval_text
 from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
@@ -337,16 +337,6 @@ def _verdict(folder: Path, models: list[dict[str, Any]], notes: list[dict[str, s
             "label_issues_figure": _figure(folder / "label_issues.png", "Images whose label to check first")}
 
 
-def _rel(path: Any, root: Any) -> str:
-    """``path`` relative to the scanned data folder ``root`` when it lies inside it."""
-    root = os.path.dirname(str(root)) if str(root).lower().endswith(".csv") else str(root)
-    try:
-        rel = os.path.relpath(str(path), root)
-    except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
-
-
 def _csp_hash(text: Any) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(str(text).encode("utf-8")).digest()).decode("ascii")
 
@@ -358,7 +348,7 @@ def render_report(data: dict[str, Any]) -> str:
     env = Environment(loader=PackageLoader("classbench.report", "templates"), undefined=ChainableUndefined,
                       autoescape=select_autoescape(["html", "j2"], default=True), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=lambda v, kind="score": fmt(None if isinstance(v, Undefined) else v, kind),
-                       csp_hash=_csp_hash, rel=_rel)
+                       csp_hash=_csp_hash, rel=shown_path)
     return env.get_template("report.html.j2").render(d=data)
 
 
