@@ -141,6 +141,9 @@ def test_fp16_export_keeps_float32_io_and_model_onnx(tmp_path: Path) -> None:
     assert load(run).backend == "torch"  # predict never picks the fp16 file unless named
     half = load(run, backend="onnx-fp16")
     assert half.backend == "onnx-fp16" and half.predict_proba(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
+    assert load(result.path).backend == "onnx-fp16"  # the file on its own: named by its recorded precision
+    with pytest.raises(ModelError, match=r"create it with `classbench export .*half --int8`"):
+        load(run, backend="onnx-int8")
 
 
 def test_corrupted_onnx_gives_clear_error(tmp_path: Path) -> None:
@@ -162,8 +165,31 @@ def test_stale_onnx_is_never_used(tmp_path: Path) -> None:
     export(run)
     make_model_folder(run, "test_efficientnet", seed=1)  # retrained: new weights, old model.onnx
     assert load(run).backend == "torch"
-    with pytest.raises(ModelError, match="stale.*classbench export"):
+    with pytest.raises(ModelError, match=r"stale \(exported from other weights\); re-run `classbench export .*stale`"):
         load(run, backend="onnx")
+
+
+def test_stale_reasons_and_export_hints_name_the_variant() -> None:
+    """One staleness rule for predict and the report, and fix hints that name the variant's own flags."""
+    from classbench.inference import export_command, export_hint, stale_reason, variant_of
+
+    meta = {"classes": ["a", "b"], "img_size": 32}
+    good = {"weights_sha256": "s", "classes": ["a", "b"], "img_size": 32, "precision": "int8", "temperature": 9.0}
+    assert stale_reason(good, "s", meta, "int8") is None  # another temperature is not stale
+    assert stale_reason(good, "t", meta) == "exported from other weights"
+    assert stale_reason({**good, "classes": ["b", "a"]}, "s", meta) == "exported for other classes"
+    assert stale_reason({**good, "img_size": 64}, "s", meta) == "exported at another image size"
+    assert stale_reason(good, "s", meta, "float32") == "recorded precision int8, not float32"
+    assert stale_reason({"weights_sha256": "s"}, "s") is None  # an export.json entry: weights only
+    run = Path("runs") / "r1"
+    assert export_command(run, "openvino-int8") == f"classbench export {run} --format openvino --int8"
+    assert export_command(run, "tensorrt-fp16") == f"classbench export {run} --format tensorrt --fp16"
+    assert export_hint(run / "openvino" / "model.int8.xml") == export_command(run, "openvino-int8")
+    assert export_hint(run / "model.fp16.onnx") == f"classbench export {run} --fp16"
+    assert export_hint(Path("model.onnx")) == "classbench export ."
+    assert export_hint(Path("elsewhere.onnx")) == "classbench export RUN"
+    assert variant_of("onnxruntime", "float16") == "onnx-fp16" and variant_of("openvino", "int8") == "openvino-int8"
+    assert variant_of("onnxruntime", "bfloat16") == "onnx"
 
 
 def test_a_recalibrated_temperature_is_applied_and_said_not_stale(tmp_path: Path, images: list[Path]) -> None:

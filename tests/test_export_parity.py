@@ -24,6 +24,10 @@ from classbench.runs import file_sha256
 from tests.synth import make_class_folders
 
 CLASSES = ["boat", "car", "dock"]
+# The INT8 variants' limit here. The parity set is 15 val images (one image = 6.7 points) and the model a tiny
+# 3-epoch one with images near its decision boundaries: its INT8 agreement measured 87-100% across library
+# versions and epochs, so the default 99% would refuse a single flipped image. The default is tested below.
+MIN_AGREEMENT = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +42,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def results(run: Path) -> dict:
     """Every CPU variant exported once, in this order: fp32, INT8, OpenVINO, OpenVINO INT8."""
-    kinds = {"onnx": {}, "onnx-int8": {"int8": True}, "openvino": {"format": "openvino"},
-             "openvino-int8": {"format": "openvino", "int8": True}}
+    int8 = {"int8": True, "min_agreement": MIN_AGREEMENT}
+    kinds = {"onnx": {}, "onnx-int8": int8, "openvino": {"format": "openvino"},
+             "openvino-int8": {"format": "openvino", **int8}}
     return {name: export(run, **kw) for name, kw in kinds.items()}
 
 
@@ -70,8 +75,8 @@ def test_int8_export_is_a_qdq_model_that_passes_its_parity_check(run: Path, resu
     assert counts["QuantizeLinear"] > 5 and counts["DequantizeLinear"] > 5 and counts["int8_initializers"] > 5
     assert counts["uint8_initializers"] > 0  # uint8 activation zero points
     parity = result.parity
-    assert parity["passed"] and parity["enforced"] and parity["min_agreement"] == 0.99
-    assert parity["top1_agreement"] >= 0.99 and (parity["images"], parity["samples"]) == ("val", 15)
+    assert parity["passed"] and parity["enforced"] and parity["min_agreement"] == MIN_AGREEMENT
+    assert parity["top1_agreement"] >= MIN_AGREEMENT and (parity["images"], parity["samples"]) == ("val", 15)
     assert result.calibration["images"] == 51 and result.calibration["format"] == "QDQ"  # all 51 train images
     meta = load(run / "model.int8.onnx").meta
     assert meta["precision"] == "int8" and meta["weights_sha256"] == file_sha256(run / "model.safetensors")
@@ -126,7 +131,7 @@ def test_render_shows_per_class_agreement_within_80_columns(results: dict) -> No
     console = Console(file=io.StringIO(), width=80)
     render_export(results["onnx-int8"], console)
     out = console.file.getvalue()
-    assert "agreement with PyTorch fp32 on 15 val images" in out and "(limit 99%)" in out
+    assert "agreement with PyTorch fp32 on 15 val images" in out and "(limit 80%)" in out
     assert "per true class: " in out and "(5/5)" in out
     assert all(len(line) <= 80 for line in out.splitlines()) and "…" not in out
 
@@ -210,6 +215,11 @@ def test_stale_openvino_ir_is_never_used(run: Path, results: dict) -> None:
         with pytest.raises(ModelError, match="stale.*classbench export"):
             load(copy, backend=backend)
     assert load(copy).backend == "torch"  # auto never picks a stale file (nor an INT8 one)
+    from classbench.report.exports import export_rows  # the report marks them by the same rule
+
+    rows = export_rows(json.loads((copy / "export.json").read_text()), copy)
+    assert len(rows) == 4 and all(r["stale"] == "exported from other weights" for r in rows)
+    assert not any(r["stale"] for r in export_rows(json.loads((run / "export.json").read_text()), run))
     with pytest.raises(ClassbenchError, match="choose auto, torch, onnx"):
         load(copy, backend="tensorrt-fp16")
     assert np.isfinite(load(copy, backend="torch").predict_batch(val_paths(copy)[0][:1])[0].top[0][1])

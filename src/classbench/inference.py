@@ -10,7 +10,9 @@
   float32 logits; ``Classifier`` (``classbench.predict``) wraps any of them. Probabilities are
   ``classbench.metrics.softmax(logits, temperature)``, the one softmax.
 * ``EXPORTS``: each export variant's file in the run folder and recorded precision; the variant names are also
-  ``predict``'s backend names and ``export.json``'s keys. ``open_export(variant, path)`` runs one.
+  ``predict``'s backend names and ``export.json``'s keys. ``open_export(variant, path)`` runs one;
+  ``export_command`` / ``export_hint`` are the command that writes one, ``stale_reason`` says when one no longer
+  matches its run (predict refuses it, the report marks it).
 
 Heavy libraries (torch, onnxruntime, openvino) are imported inside the functions: importing this module stays
 cheap. A missing optional extra is one ``ClassbenchError`` line naming its ``pip install``.
@@ -35,8 +37,9 @@ from classbench.errors import ClassbenchError, ImageLoadError, ModelError, first
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
-__all__ = ["EXPORTS", "ImageBatch", "OnnxSession", "OpenVinoModel", "TorchRunner", "import_optional", "iter_batches",
-           "no_autocast", "open_export", "parse_metadata", "physical_cores"]
+__all__ = ["EXPORTS", "ImageBatch", "OnnxSession", "OpenVinoModel", "TorchRunner", "export_command", "export_hint",
+           "import_optional", "iter_batches", "no_autocast", "open_export", "parse_metadata", "physical_cores",
+           "stale_reason", "variant_of"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,49 @@ EXPORTS: dict[str, ExportKind] = {
     "tensorrt-fp16": ExportKind("model.fp16.plan", "float16", "tensorrt"),
     "tensorrt-int8": ExportKind("model.int8.plan", "int8", "tensorrt"),
 }
+
+
+def export_command(run: str | os.PathLike, variant: str = "onnx") -> str:
+    """The ``classbench export`` command line that writes export ``variant`` (a key of ``EXPORTS``) for ``run``."""
+    fmt, _, flag = variant.partition("-")
+    return f"classbench export {run}" + (f" --format {fmt}" if fmt != "onnx" else "") + (f" --{flag}" if flag else "")
+
+
+def export_hint(path: str | os.PathLike) -> str:
+    """The ``classbench export`` command that rewrites the export file ``path``: its variant and run folder come from
+    the file's name in ``EXPORTS`` (``run/openvino/model.int8.xml`` -> ``... --format openvino --int8``); a file
+    named otherwise gets the generic ``classbench export RUN``."""
+    posix = Path(path).as_posix()
+    for variant, kind in EXPORTS.items():
+        if posix == kind.file or posix.endswith("/" + kind.file):
+            return export_command(Path(path).parents[len(Path(kind.file).parts) - 1], variant)
+    return "classbench export RUN"
+
+
+def variant_of(runtime: str, precision: str) -> str:
+    """The export variant that ``runtime`` runs at the recorded ``precision`` (``onnxruntime`` + ``float16`` ->
+    ``onnx-fp16``); the runtime's float32 variant for a precision no variant records."""
+    matches = [v for v, kind in EXPORTS.items() if kind.runtime == runtime]
+    return next((v for v in matches if EXPORTS[v].precision == precision), matches[0])
+
+
+def stale_reason(recorded: dict[str, Any], weights_sha256: str, meta: dict[str, Any] | None = None,
+                 precision: str | None = None) -> str | None:
+    """Why an export no longer matches its run (``"exported from other weights"``, ...), None when it does.
+
+    ``recorded`` is the export's metadata (``parse_metadata``) or its ``export.json`` entry. It matches when it
+    records the run's ``weights_sha256`` and, where given, model.json's classes and image size (``meta``) and the
+    variant's ``precision``. The temperature is deliberately not compared: the graph outputs logits, and
+    ``predict`` applies model.json's temperature, saying so when the file recorded another."""
+    if recorded.get("weights_sha256") != weights_sha256:
+        return "exported from other weights"
+    if meta is not None and recorded.get("classes") != list(meta["classes"]):
+        return "exported for other classes"
+    if meta is not None and str(recorded.get("img_size")) != str(meta["img_size"]):
+        return "exported at another image size"
+    if precision is not None and recorded.get("precision", "float32") != precision:
+        return f"recorded precision {recorded.get('precision')}, not {precision}"
+    return None
 
 
 # ---------------------------------------------------------------- image files -> uint8 batches
@@ -187,9 +233,9 @@ class OnnxSession:
         import onnxruntime as ort
 
         self.path = Path(path)
-        fix = f"re-run `classbench export {self.path.parent}`"
+        fix = f"re-run `{export_hint(self.path)}`"
         if model_bytes is None and not self.path.is_file():
-            raise ModelError(f"{self.path}: no ONNX file here; create it with `classbench export {self.path.parent}`")
+            raise ModelError(f"{self.path}: no ONNX file here; create it with `{export_hint(self.path)}`")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
@@ -259,8 +305,7 @@ class OpenVinoModel:
         ov = import_optional("openvino", "openvino")
         self.path = Path(path)
         if model is None and not self.path.is_file():
-            raise ModelError(f"{self.path}: no OpenVINO IR here; create it with "
-                             f"`classbench export {self.path.parent.parent} --format openvino`")
+            raise ModelError(f"{self.path}: no OpenVINO IR here; create it with `{export_hint(self.path)}`")
         core = ov.Core()
         try:
             model = model if model is not None else core.read_model(str(self.path))
@@ -269,8 +314,7 @@ class OpenVinoModel:
                 self.compiled = core.compile_model(model, "CPU" if device in ("cpu", "auto") else device, config)
         except Exception as err:
             first = first_line(err, 160)
-            raise ModelError(f"{self.path}: damaged OpenVINO IR ({first}); re-run `classbench export ... "
-                             "--format openvino`") from err
+            raise ModelError(f"{self.path}: damaged OpenVINO IR ({first}); re-run `{export_hint(self.path)}`") from err
         self.output = self.compiled.output(0)
         self.input_shape: list[int | str] = [str(d) if d.is_dynamic else d.get_length()
                                              for d in self.compiled.input(0).get_partial_shape()]

@@ -213,32 +213,24 @@ def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, devi
                       threads: int | None, variant: str = "onnx") -> Classifier:
     """The export ``variant`` (ONNX or OpenVINO file) beside the weights: ModelError when missing or stale;
     model.json's temperature applied (see ``load``)."""
-    from classbench.inference import EXPORTS, open_export
+    from classbench.inference import EXPORTS, export_command, open_export, stale_reason
     from classbench.runs import file_sha256
 
-    how = _export_command(weights.parent, variant)
+    how = export_command(weights.parent, variant)
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: not found; create it with `{how}`")
     session = open_export(variant, onnx_path, threads=threads, device=device)
     recorded = session.metadata
-    stale = (recorded.get("weights_sha256") != file_sha256(weights)
-             or recorded.get("classes") != list(meta["classes"])
-             or str(recorded.get("img_size")) != str(meta["img_size"])
-             or recorded.get("precision", "float32") != EXPORTS[variant].precision)
-    if stale:
-        raise ModelError(f"{onnx_path}: exported from other weights or settings than model.json (stale); "
-                         f"re-run `{how}`")
-    return Classifier(meta, variant, session.run, weights.parent, _temperature_note(recorded, meta, onnx_path))
+    reason = stale_reason(recorded, file_sha256(weights), meta, EXPORTS[variant].precision)
+    if reason:
+        raise ModelError(f"{onnx_path}: stale ({reason}); re-run `{how}`")
+    note = _temperature_note(recorded, meta, onnx_path, how)
+    return Classifier(meta, variant, session.run, weights.parent, note)
 
 
-def _export_command(run: Path, variant: str) -> str:
-    """The ``classbench export`` command line that writes ``variant``."""
-    fmt, _, flag = variant.partition("-")
-    return f"classbench export {run}" + (f" --format {fmt}" if fmt != "onnx" else "") + (f" --{flag}" if flag else "")
-
-
-def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path: Path) -> str | None:
-    """None when the ONNX file recorded model.json's temperature, else a line naming both and the one applied."""
+def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path: Path, how: str) -> str | None:
+    """None when the export recorded model.json's temperature, else a line naming both, the one applied and
+    ``how`` to re-export."""
     applied = float(meta.get("temperature") or 1.0)
     exported = recorded.get("temperature")
     known = isinstance(exported, (int, float)) and not isinstance(exported, bool)
@@ -246,13 +238,13 @@ def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path:
         return None
     was = f"temperature {float(exported):g}" if known else "no temperature"
     return (f"{onnx_path.name} was exported with {was}; applying T = {applied:g} from model.json "
-            f"(re-run `classbench export {onnx_path.parent}` to record it in the file)")
+            f"(re-run `{how}` to record it in the file)")
 
 
 def _load_onnx_file(path: Path, device: str, threads: int | None) -> Classifier:
     """A standalone classbench ONNX file (or OpenVINO ``.xml``): preprocessing, classes and temperature come from
     its own metadata."""
-    from classbench.inference import OnnxSession, OpenVinoModel
+    from classbench.inference import OnnxSession, OpenVinoModel, variant_of
 
     session = OpenVinoModel(path, threads) if path.suffix == ".xml" else OnnxSession(path, threads=threads, device=device)
     meta = session.metadata
@@ -260,7 +252,7 @@ def _load_onnx_file(path: Path, device: str, threads: int | None) -> Classifier:
     if missing:
         raise ModelError(f"{path}: not a classbench export (no {', '.join(missing)} metadata); "
                          "export it with `classbench export RUN`")
-    backend = ("openvino" if path.suffix == ".xml" else "onnx") + ("-int8" if meta.get("precision") == "int8" else "")
+    backend = variant_of("openvino" if path.suffix == ".xml" else "onnxruntime", str(meta.get("precision", "float32")))
     return Classifier(meta, backend, session.run, path.parent)
 
 

@@ -16,8 +16,10 @@ def _percent(value: Any) -> str:
 def export_rows(data: Any, run_dir: Path | None) -> list[dict[str, Any]]:
     """One row per export variant of ``export.json`` (``data``; anything else gives no rows): variant, file,
     precision, size, overall and per-class agreement (worst first), macro-F1 of PyTorch and the export, whether it
-    is under its ``min_agreement`` and whether it is stale (exported from other weights than the run's)."""
+    is under its ``min_agreement`` and ``stale``: why it no longer matches the run's weights
+    (``inference.stale_reason``), None when it does or the run has no weights to compare."""
     from classbench.exporting.render import per_class_line
+    from classbench.inference import stale_reason
     from classbench.runs import file_sha256
 
     if not isinstance(data, dict):
@@ -38,6 +40,6 @@ def export_rows(data: Any, run_dir: Path | None) -> list[dict[str, Any]]:
             "per_class": per_class_line({"per_class": [r for r in parity.get("per_class") or [] if isinstance(r, dict)]}),
             "macro_f1": " / ".join(f"{x:.3f}" for x in f1) if all(isinstance(x, (int, float)) for x in f1) else "-",
             "below": bool(parity.get("below_min_agreement")), "min_agreement": _percent(parity.get("min_agreement")),
-            "stale": sha is not None and entry.get("weights_sha256") not in (None, sha),
+            "stale": stale_reason(entry, sha) if sha is not None else None,
         })
     return rows
