@@ -3,6 +3,8 @@ reads logged values (a GPU wait each) at most once per interval."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import timm
@@ -80,3 +82,18 @@ def test_progress_bar_reads_logged_values_at_most_every_interval(monkeypatch, tm
     bar.metrics_every = 0.0
     bar.get_metrics(training, None)
     assert len(reads) == 3
+
+
+def test_the_training_step_normalises_as_predict_does() -> None:
+    """One preprocessing: the module's uint8 -> float step is predict's ``normalize`` (x / 255 - mean) / std."""
+    from classbench.predict import Classifier
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    module = ClassifierModule(timm.create_model("test_efficientnet", num_classes=2), 2, mean, std, lr=1e-3,
+                              backbone_lr=1e-3)
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    by_hand = (images.double() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    clf = Classifier({"classes": ["a", "b"], "img_size": 8, "mean": list(mean), "std": list(std)}, "torch",
+                     lambda x: x, Path("."))
+    assert torch.allclose(module.prepare(images).double(), by_hand, atol=1e-5)
+    assert torch.equal(module.prepare(images), clf.normalise(images))

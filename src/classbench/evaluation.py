@@ -240,9 +240,9 @@ def _infer(clf: Any, samples: list[Sample], batch_size: int, views: list[tuple[i
 def _temperature(clf: Any, run_dir: Path, classes: list[str], batch_size: int,
                  own_val: _Inference | None) -> tuple[float, str, list[str]]:
     """Fit T on the run's val logits and store it in ``model.json``; else keep the stored T."""
-    from classbench.metrics import fit_temperature
+    from classbench.metrics import fit_temperature, stored_temperature
 
-    stored = float(clf.meta.get("temperature") or 1.0)
+    stored = stored_temperature(clf.meta)
     val = own_val
     if val is None and (run_dir / "split.csv").is_file():
         samples = [s for s in Manifest.load(run_dir / "split.csv").subset("val") if s.label in classes]

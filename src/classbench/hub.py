@@ -99,6 +99,8 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any] | None, repo_id:
     (from ``eval.json``; a line saying there is none otherwise) and how to load it with timm and classbench."""
     import yaml
 
+    from classbench.metrics import stored_temperature
+
     repo = repo_id or "ORG/NAME"
     size, n = int(meta["img_size"]), len(meta["classes"])
     front = yaml.safe_dump({"library_name": "timm", "pipeline_tag": "image-classification",
@@ -113,7 +115,7 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any] | None, repo_id:
               f'model = timm.create_model("hf-hub:{repo}", pretrained=True).eval()', "```", "",
               f"Preprocessing: resize the whole image to {size}x{size} (bilinear, no crop), scale to [0, 1] and "
               f"normalise with mean {[round(x, 4) for x in meta['mean']]} and std {[round(x, 4) for x in meta['std']]}; "
-              f"probabilities are softmax(logits / {float(meta.get('temperature', 1.0)):.4g}) (the calibrated "
+              f"probabilities are softmax(logits / {stored_temperature(meta):.4g}) (the calibrated "
               "temperature). With classbench: `classbench predict` on this folder, or start a new training from "
               f"these weights with `classbench train DATA --weights hf-hub:{repo}`.", ""]
     return "\n".join(lines)

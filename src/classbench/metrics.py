@@ -359,6 +359,11 @@ def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
     return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(labels)), labels]))
 
 
+def stored_temperature(meta: dict[str, Any]) -> float:
+    """The temperature a model's metadata (model.json, an export's metadata) records; 1.0 when it records none."""
+    return float(meta.get("temperature") or 1.0)
+
+
 def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
     """Temperature ``T`` in [0.01, 100] minimising the NLL of ``softmax(logits / T)``; 1.0 for empty input,
     non-finite logits or rows that are all equal.

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from classbench.errors import ClassbenchError, DataError, ModelError
+from classbench.metrics import stored_temperature
 
 UNKNOWN = "unknown"
 _GLOB_CHARS = set("*?[")
@@ -57,7 +58,7 @@ class Classifier:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.img_size = int(meta["img_size"])
-        self.temperature = float(meta.get("temperature", 1.0) or 1.0)
+        self.temperature = stored_temperature(meta)
         self.backend = backend
         self.path = path
         self.note = note
@@ -231,7 +232,7 @@ def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, devi
 def _temperature_note(recorded: dict[str, Any], meta: dict[str, Any], onnx_path: Path, how: str) -> str | None:
     """None when the export recorded model.json's temperature, else a line naming both, the one applied and
     ``how`` to re-export."""
-    applied = float(meta.get("temperature") or 1.0)
+    applied = stored_temperature(meta)
     exported = recorded.get("temperature")
     known = isinstance(exported, (int, float)) and not isinstance(exported, bool)
     if known and math.isclose(float(exported), applied, rel_tol=1e-9):

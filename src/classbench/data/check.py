@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +28,7 @@ from classbench.data.manifest import Sample, shown_path
 from classbench.data.sources import Source, read_source
 from classbench.errors import ImageLoadError
 
-IMBALANCE_WARN = 3.0
+IMBALANCE_THRESHOLD = 3.0  # largest/smallest class above this: `check` warns and `--balance auto` weights the loss
 MIN_SPLIT_IMAGES = 3
 DEFAULT_NEAR_DUP_THRESHOLD = 4
 BALANCE_NOTE = "training will use class-weighted loss and pick checkpoints on macro-F1 (--balance auto)"
@@ -221,6 +221,12 @@ def _split_counts(source: Source) -> dict[str, dict[str, int]]:
     return {sp: {c: counts[sp].get(c, 0) for c in source.classes} for sp in ("train", "val", "test") if sp in counts}
 
 
+def imbalance_ratio(counts: Iterable[int]) -> float | None:
+    """Largest over smallest non-zero class count; None with fewer than two non-empty classes."""
+    present = [n for n in counts if n > 0]
+    return max(present) / min(present) if len(present) >= 2 else None
+
+
 def _judge(report: CheckReport, source: Source) -> None:
     """Set ``usable``/``problem``, ``imbalance`` and the warnings."""
     counts = report.counts
@@ -237,11 +243,10 @@ def _judge(report: CheckReport, source: Source) -> None:
     elif source.presplit and not any(s.split == "train" for s in report.samples):
         report.problem = "pre-split data has no usable train images; add a train/ folder"
     report.usable = report.problem is None
-    nonzero = [n for n in counts.values() if n > 0]
-    if len(nonzero) >= 2:
-        report.imbalance = round(max(nonzero) / min(nonzero), 2)
+    ratio = imbalance_ratio(counts.values())
+    report.imbalance = round(ratio, 2) if ratio is not None else None
     warn = report.warnings
-    if report.imbalance is not None and report.imbalance > IMBALANCE_WARN:
+    if report.imbalance is not None and report.imbalance > IMBALANCE_THRESHOLD:
         big = max(counts, key=lambda c: counts[c])
         small = min((c for c in counts if counts[c]), key=lambda c: counts[c])
         warn.append(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from classbench.errors import ModelError, first_line
+from classbench.metrics import stored_temperature
 
 ONNX_FORMAT = "classbench-onnx/1"
 INPUT_NAME = "input"
@@ -52,7 +53,7 @@ def metadata(meta: dict[str, Any], sha: str, exporter: str, opset: int, precisio
     return {
         "format": ONNX_FORMAT, "architecture": meta["architecture"], "classes": json.dumps(list(meta["classes"])),
         "img_size": str(size), "mean": json.dumps(list(meta["mean"])), "std": json.dumps(list(meta["std"])),
-        "temperature": json.dumps(float(meta.get("temperature") or 1.0)), "weights_sha256": sha,
+        "temperature": json.dumps(stored_temperature(meta)), "weights_sha256": sha,
         "classbench_version": classbench.__version__, "input_layout": "NCHW float32 normalised",
         "preprocessing": f"RGB, squash-resize to {size}x{size} (bilinear, antialias), /255, (x - mean) / std",
         "output": "logits; probabilities = softmax(logits / temperature)",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from classbench.errors import ModelError
-from classbench.metrics import softmax
+from classbench.metrics import softmax, stored_temperature
 
 EXPORT_JSON = "export.json"
 RANDOM_SAMPLES = 32
@@ -152,7 +152,7 @@ def agreement(reference: np.ndarray, logits: np.ndarray, samples: Samples, meta:
     classes = list(meta["classes"])
     if not np.isfinite(logits).all():
         raise ModelError("exported model produced NaN/inf (fp16 overflow?); export fp32 and use TensorRT --fp16")
-    temperature = float(meta.get("temperature") or 1.0)
+    temperature = stored_temperature(meta)
     ref_p, out_p = softmax(reference, temperature), softmax(logits, temperature)
     ref_top, out_top = ref_p.argmax(1), out_p.argmax(1)
     same = ref_top == out_top

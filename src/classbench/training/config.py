@@ -15,10 +15,8 @@ from classbench.hub import is_hub_spec
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
 BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
                 "none": "nothing (no re-weighting, no re-sampling)"}
-AUGMENT_KINDS = ("none", "light", "strong", "aerial")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 MONITORS = {"val_macro_f1": "max", "val_balanced_acc": "max", "val_acc": "max", "val_loss": "min"}
-IMBALANCE_THRESHOLD = 3.0
 DEFAULT_LR = 1e-3  # the learning rate when --lr is not given (and lr_find's fallback)
 DEFAULT_GRAD_CLIP = 2.0  # gradient-norm clipping of `train`, and of `bench`'s training step
 DEFAULT_CHECKPOINT_EVERY = 60.0  # seconds between last.ckpt writes at epoch ends (also: new best model, final epoch)
@@ -79,6 +77,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _choice("--balance", self.balance, BALANCE_MODES)
+        from classbench.data.transforms import AUGMENT_KINDS  # where the kinds are built
+
         _choice("--augment", self.augment, AUGMENT_KINDS)
         _choice("--precision", str(self.precision), PRECISIONS)
         _choice("--monitor", self.monitor, tuple(MONITORS))
@@ -155,8 +155,9 @@ def resolve(config: TrainConfig, arch: str, train_counts: list[int]) -> Resolved
     model_cfg = default_config(arch)
     img_size = int(config.img_size or model_cfg["img_size"])
     check_input_size(arch, img_size)
-    present = [c for c in train_counts if c > 0]
-    imbalance = max(present) / min(present) if present else 1.0
+    from classbench.data.check import imbalance_ratio
+
+    imbalance = imbalance_ratio(train_counts) or 1.0
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     lr = float(config.lr) if isinstance(config.lr, (int, float)) else DEFAULT_LR
     loggers = parse_loggers(config.logger)
@@ -240,7 +241,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_balance(balance: str, imbalance_ratio: float) -> str:
-    """``auto`` turns on class-weighted loss when the training split is imbalanced beyond 3:1."""
+    """``auto`` turns on class-weighted loss when the training split is imbalanced beyond
+    ``data.check.IMBALANCE_THRESHOLD`` (3:1), the ratio at which ``check`` warns."""
+    from classbench.data.check import IMBALANCE_THRESHOLD
+
     if balance != "auto":
         return balance
     return "weights" if imbalance_ratio > IMBALANCE_THRESHOLD else "none"

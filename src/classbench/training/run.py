@@ -15,7 +15,7 @@ from typing import Any
 from classbench.console import info, warn
 from classbench.errors import ClassbenchError, Interrupted, RunError, first_line
 from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir, read_yaml
-from classbench.training.config import BALANCE_TEXT, IMBALANCE_THRESHOLD, MONITORS, Resolved, TrainConfig, resolve
+from classbench.training.config import BALANCE_TEXT, MONITORS, Resolved, TrainConfig, resolve
 
 RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
 
@@ -139,6 +139,8 @@ def _fit(config: TrainConfig, arch: str, run_dir: Path, resume_from: Path | None
 
 def _announce(config: TrainConfig, plan: Resolved, split_note: str | None) -> None:
     """What the user should know before training starts: imbalance handling, where the split went."""
+    from classbench.data.check import IMBALANCE_THRESHOLD
+
     if plan.imbalance_ratio > IMBALANCE_THRESHOLD and plan.balance != "none":
         info(f"Imbalance {plan.imbalance_ratio:.1f}:1 in the training split -> {BALANCE_TEXT[plan.balance]} "
              f"(--balance {config.balance}).")
