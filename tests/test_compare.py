@@ -340,3 +340,18 @@ def test_rerun_with_other_training_options_is_refused(data, tmp_path) -> None:
     # the same conditions spelled otherwise, and another checkpoint interval, are the same compare
     classbench.compare(data, models=["test_efficientnet"], out=out, epochs=1, img_size=32, batch_size=8, folds=1,
                        augment="light", checkpoint_every=0, progress=False)
+
+
+def test_overwrite_never_deletes_a_folder_classbench_did_not_write(data: Path, tmp_path: Path) -> None:
+    """compare, the demo and train share one rule: --overwrite deletes only a folder with their own marker files."""
+    from classbench.comparison.core import demo
+
+    mine = tmp_path / "holiday-photos"
+    (mine / "beach").mkdir(parents=True)
+    (mine / "beach" / "1.jpg").write_bytes(b"not a classbench file")
+    for call, what in ((lambda: classbench.compare(data, models=["test_efficientnet"], out=mine, overwrite=True,
+                                                   epochs=1, img_size=32), "compare"),
+                       (lambda: demo(out=mine, overwrite=True, epochs=1), "demo")):
+        with pytest.raises(RunError, match=f"{mine}: not a classbench {what} folder, so --overwrite will not delete it"):
+            call()
+        assert (mine / "beach" / "1.jpg").read_bytes() == b"not a classbench file"

@@ -127,20 +127,27 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 RUN_MARKERS = ("config.yaml", "model.json", "metrics.csv", "compare.json", "split.csv")
 
 
+def remove_own_folder(out: Path, markers: Sequence[str], what: str) -> None:
+    """Delete ``out`` for ``--overwrite`` when it holds one of ``markers`` (paths a classbench ``what`` writes);
+    otherwise refuse with one RunError line and delete nothing: a folder without them could be the user's data."""
+    import shutil
+
+    if not any((out / name).exists() for name in markers):
+        raise RunError(f"{out}: not a classbench {what} folder, so --overwrite will not delete it; "
+                       "choose another --out")
+    shutil.rmtree(out)
+
+
 def prepare_run_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create a run folder; refuse a non-empty one unless ``overwrite``, which empties an old run folder
     (never a folder that is not a classbench run: that could be the user's data)."""
-    import shutil
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise RunError(f"{out}: run folder already exists; pass --overwrite, --resume {out}, or choose another --out")
-        if not any((out / name).exists() for name in RUN_MARKERS):
-            raise RunError(f"{out}: not a classbench run folder, so --overwrite will not empty it; choose another --out")
-        shutil.rmtree(out)
+        remove_own_folder(out, RUN_MARKERS, "run")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

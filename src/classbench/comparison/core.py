@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split,
 from classbench.comparison.leaderboard import build_row, measure_inference, write_figures, write_leaderboard
 from classbench.console import info, warn
 from classbench.errors import DataError, RunError
-from classbench.runs import atomic_write_json, command_line, read_json
+from classbench.runs import atomic_write_json, command_line, read_json, remove_own_folder
 from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
@@ -335,9 +334,7 @@ def demo(out: str | os.PathLike = "runs/demo", epochs: int = 8, overwrite: bool 
     out = Path(out)
     data_dir = out / "data"
     if overwrite and out.exists() and any(out.iterdir()):
-        if not (out / "compare" / "compare.json").is_file() and not (data_dir / "digit_0").is_dir():
-            raise RunError(f"{out}: exists and is not a classbench demo folder; choose another --out")
-        shutil.rmtree(out)
+        remove_own_folder(out, ("compare/compare.json", "data/digit_0"), "demo")
     if not data_dir.is_dir():
         demo_data(data_dir)
     return compare(data_dir, models=models, out=out / "compare", epochs=epochs, img_size=DEMO_SIZE, folds=folds,

@@ -4,7 +4,6 @@ every model shares, and the rule that a re-run with the same arguments resumes i
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from classbench.console import info
 from classbench.errors import RunError
-from classbench.runs import atomic_write_json, command_line, environment_info, read_json
+from classbench.runs import atomic_write_json, command_line, environment_info, read_json, remove_own_folder
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
 # (--refit is not one: adding the final model to a finished compare keeps every run; nor is --repeats: repeat r's
@@ -40,9 +39,7 @@ def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise RunError(f"{out}: folder exists and is not a compare; pass --overwrite or another --out")
-        if not state_file.is_file():
-            raise RunError(f"{out}: not a classbench compare folder, so --overwrite will not delete it")
-        shutil.rmtree(out)
+        remove_own_folder(out, (state_file.name,), "compare")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(state_file, {"args": args, "command": command_line(), "models": list(args["models"]),
                                    "seed": args["seed"], "preset": args["preset"], "data": args["data"],
