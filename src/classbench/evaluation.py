@@ -17,7 +17,6 @@ unreadable image is skipped and listed in ``warnings``. When ``grad-cam`` is ins
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from classbench.data.manifest import Manifest, Sample
 from classbench.errors import DataError, RunError
 from classbench.intervals import class_warnings, eval_intervals, headline_lines, interval_text
 from classbench.predict import PREDICTION_COLUMNS, csv_text, read_predictions, write_predictions
-from classbench.runs import atomic_write_json, atomic_write_text, read_json, read_yaml
+from classbench.runs import atomic_write_json, atomic_write_text, read_json, read_yaml, safe_name
 
 __all__ = ["PREDICTION_COLUMNS", "EvalResult", "evaluate", "read_predictions", "render_eval", "write_predictions"]
 
@@ -179,7 +178,7 @@ def _eval_samples(run_dir: Path, split: str, data: str | Path | None,
             warnings.append(f"{data} has no {split} part; evaluating on all {len(picked)} images")
         name = Path(data).stem if Path(data).is_file() else Path(data).resolve().name
         what = str(name) if split == "test" else f"{name} ({split})"
-        tag = (re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "data") + ("" if split == "test" else f"-{split}")
+        tag = (safe_name(name) or "data") + ("" if split == "test" else f"-{split}")
     known = [s for s in picked if s.label in classes]
     unknown = Counter(s.label for s in picked if s.label not in classes)
     if unknown:

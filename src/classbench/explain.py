@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from classbench.errors import ClassbenchError, DataError
+from classbench.runs import safe_name
 
 INSTALL = 'pip install "classbench[explain]"'
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "xgradcam": "XGradCAM",
@@ -356,7 +357,7 @@ def _out_names(paths: Sequence[str], method: str) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for path in paths:
-        stem = re.sub(r"[^\w.-]+", "_", Path(path).stem) or "image"
+        stem = safe_name(Path(path).stem) or "image"
         seen[stem] = seen.get(stem, 0) + 1
         names.append(f"{stem}{'' if seen[stem] == 1 else f'-{seen[stem]}'}.{slug}.png")
     return names

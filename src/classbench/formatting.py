@@ -25,3 +25,16 @@ def count(value: float) -> str:
     if value < 1e6:
         return f"{value / 1e3:.1f}k" if value < 1e4 else f"{value / 1e3:.0f}k"
     return f"{value / 1e6:.1f}M"
+
+
+def rate(value: float) -> str:
+    """A rate (images/s): one decimal below 100, none from 100 up, thousands separated (``42.5``, ``1,234``)."""
+    return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def percent(value: float) -> str:
+    """A fraction as a percentage: ``100%`` only when exactly 1, else one decimal (``99.6%`` must not read as
+    100%, nor ``99.96%``: that is ``99.9%``); whole percentages without a decimal (``80%``)."""
+    if abs(value * 100 - round(value * 100)) < 1e-9:
+        return f"{value:.0%}"
+    return "99.9%" if 0.999 <= value < 1.0 else f"{value:.1%}"

@@ -124,6 +124,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def safe_name(text: str) -> str:
+    """``text`` as a file or folder name: every character other than a letter, digit, ``-``, ``_`` or ``.``
+    becomes ``_`` (model names as compare sub-folders, data names in eval file names, image stems in CAM files)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
 RUN_MARKERS = ("config.yaml", "model.json", "metrics.csv", "compare.json", "split.csv")
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from classbench.benchmark.rates import EXPORT_RATES
-from classbench.formatting import duration
+from classbench.formatting import duration, rate
 
 
 def _num(value: float | None, digits: int = 1) -> str:
-    """``-`` for None; thousands separated; no decimals from 100 up (a rate of 1,234 needs none)."""
+    """``-`` for None; a rate as ``formatting.rate`` shows it (``digits=1``), else ``digits`` decimals."""
     if value is None:
         return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 and digits <= 1 else f"{value:,.{digits}f}"
+    return rate(value) if digits == 1 else f"{value:,.{digits}f}"
 
 
 def _table(title: str, columns: list[str], rows: list[Any]) -> Any:

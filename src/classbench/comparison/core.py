@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from classbench.comparison import replicates as R
-from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split, open_folder, safe_name, update_state
+from classbench.comparison.folder import ARG_DEFAULTS, FOLD_SEEDS, ensure_split, open_folder, update_state
 from classbench.comparison.leaderboard import build_row, measure_inference, write_figures, write_leaderboard
 from classbench.console import info, warn
 from classbench.errors import DataError, RunError
-from classbench.runs import atomic_write_json, command_line, read_json, remove_own_folder
+from classbench.runs import atomic_write_json, command_line, read_json, remove_own_folder, safe_name
 from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")

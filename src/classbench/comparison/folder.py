@@ -84,6 +84,3 @@ def ensure_split(out: Path, data: Any, val: float, test: float, seed: int) -> Pa
     return manifest_path
 
 
-def safe_name(model: str) -> str:
-    """A model name as a folder name."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model)

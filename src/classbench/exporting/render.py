@@ -5,14 +5,12 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from classbench import formatting
+
 
 def percent(value: float | None) -> str:
-    """``100%`` only when exactly 1, else one decimal (``99.6%`` must not read as 100%); ``-`` for None."""
-    if value is None:
-        return "-"
-    if abs(value * 100 - round(value * 100)) < 1e-9:
-        return f"{value:.0%}"
-    return "99.9%" if 0.999 <= value < 1.0 else f"{value:.1%}"
+    """``formatting.percent``; ``-`` for None."""
+    return "-" if value is None else formatting.percent(value)
 
 
 def per_class_line(parity: dict[str, Any]) -> str:

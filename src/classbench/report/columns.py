@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from classbench.formatting import count, duration
+from classbench.formatting import count, duration, percent, rate
 from classbench.report.style import _num as num
 
 # leaderboard column -> (header, kind); kind picks the number format
@@ -43,9 +43,8 @@ METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
 
 
 FORMATS = {
-    "params": count, "sec": duration,
-    "rate": lambda x: f"{x:,.1f}" if x < 100 else f"{x:,.0f}",
-    "ms": "{:.2f}".format, "int": "{:,.0f}".format, "pct": "{:.1%}".format, "score": "{:.3f}".format,
+    "params": count, "sec": duration, "rate": rate, "pct": percent,
+    "ms": "{:.2f}".format, "int": "{:,.0f}".format, "score": "{:.3f}".format,
 }
 
 

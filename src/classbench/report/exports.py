@@ -7,8 +7,8 @@ from typing import Any
 
 
 def _percent(value: Any) -> str:
-    """A fraction from export.json as ``render.percent`` shows it; ``-`` when it is not a number."""
-    from classbench.exporting.render import percent
+    """A fraction from export.json as ``formatting.percent`` shows it; ``-`` when it is not a number."""
+    from classbench.formatting import percent
 
     return percent(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
