@@ -27,6 +27,7 @@ from classbench.cli.options import (
 from classbench.comparison.core import demo as api_demo
 from classbench.comparison.folder import ARG_DEFAULTS as COMPARE
 from classbench.console import console
+from classbench.formatting import duration
 
 DEMO = api_defaults(api_demo)
 FOLDS_HELP = ("K-fold cross-validation over the non-test images (the test split stays locked): every model trains on "
@@ -105,7 +106,7 @@ def print_train_summary(result: Any) -> None:
     s = result.summary
     best = s.get("best_metrics", {})
     console.print(
-        f"[bold green]Done[/] {s.get('model')}: {s.get('epochs_run')} epochs in {s.get('training_seconds')} s "
+        f"[bold green]Done[/] {s.get('model')}: {s.get('epochs_run')} epochs in {duration(s.get('training_seconds'))} "
         f"({s.get('train_images_per_s')} img/s). Best epoch {s.get('best_epoch')}: val macro-F1 "
         f"{best.get('val_macro_f1')}, balanced acc {best.get('val_balanced_acc')}, acc {best.get('val_acc')}."
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from classbench.formatting import count
+from classbench.formatting import count, duration
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
@@ -155,17 +155,16 @@ def render_leaderboard(board: Any, console: Any) -> None:
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     unit = "folds" if "fold" in board.protocol else "seeds"
     columns = ["model", "status", "F1", "\u0394 F1 \\[images]", f"\\[{unit}]", "mean\u00b1sd"]
-    columns += ["s/run", "ms/img", "params"] if wide else []
+    columns += ["time/run", "ms/img", "params"] if wide else []
     for title in columns:
         table.add_column(title, justify="left" if title in ("model", "status") else "right", no_wrap=True,
                          overflow="ellipsis", max_width=16 if title == "model" else None)
     for row in board.rows:
         spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
-        seconds = row.get("train_seconds")
         cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row),
                  _fold_delta(row), spread]
         if wide:
-            cells += ["-" if seconds is None else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}",
+            cells += [duration(row.get("train_seconds")),
                       _fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
         table.add_row(*cells, style="bold green" if row["status"] == "best" else None)
     console.print(table)
