@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from classbench.comparison.leaderboard import TEST_METRICS
 from classbench.data.manifest import SPLITS, Manifest, shown_path
 from classbench.errors import ClassbenchError, RunError, first_line
 from classbench.intervals import interval_text
@@ -247,8 +248,8 @@ def _run_row(m: dict[str, Any]) -> dict[str, Any]:
             "infer_ms_batch1": m["inference"].get("ms_batch1"),
             "infer_images_per_s_batch32": m["inference"].get("images_per_s_batch32"),
             **{k: best.get(k) for k in ("val_acc", "val_macro_f1", "val_balanced_acc")},
-            "test_acc": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
-            "test_balanced_acc": test.get("balanced_accuracy"), "worst_class_recall": test.get("worst_class_recall"),
+            **{column: test.get(key) for column, key in TEST_METRICS.items()},
+            "worst_class_recall": test.get("worst_class_recall"),
             "worst_class": test.get("worst_class"), "ece": test.get("ece")}
 
 
