@@ -114,27 +114,32 @@ def test_cli_defaults_are_the_api_defaults() -> None:
 
 
 def test_commands_that_wrap_one_api_function_default_to_its_defaults() -> None:
-    """evaluate, bench, export, demo, demo-data and predict: a flag named like an API parameter has that parameter's default."""
+    """evaluate, bench, export, demo, demo-data, predict, explain, push and compare: a flag named like an API parameter
+    has that parameter's default."""
     import inspect
 
     from typer.main import get_command
 
     from classbench.benchmark import bench
-    from classbench.comparison import demo
+    from classbench.comparison import compare, demo
     from classbench.data.demo import demo as demo_data
     from classbench.evaluation import evaluate
+    from classbench.explain import explain_files
     from classbench.exporting import export
-    from classbench.predict import Classifier, load
+    from classbench.hub import push
+    from classbench.predict import Classifier, load, render_predictions
 
     commands = get_command(app).commands
     checked = 0
     for name, functions in {"evaluate": [evaluate], "bench": [bench], "export": [export], "demo": [demo],
-                            "demo-data": [demo_data], "predict": [load, Classifier.predict_batch]}.items():
-        api = {key: p.default for f in functions for key, p in inspect.signature(f).parameters.items()}
+                            "demo-data": [demo_data], "predict": [load, Classifier.predict_batch, render_predictions],
+                            "explain": [explain_files], "push": [push], "compare": [compare]}.items():
+        api = {key: p.default for f in functions for key, p in inspect.signature(f).parameters.items()
+               if p.default is not inspect.Parameter.empty}
         for param in commands[name].params:
-            if param.name in api and param.name not in ("run", "top_k", "exports", "data", "out", "paths"):
+            if param.name in api and param.name not in ("run", "exports", "data", "out", "paths", "models"):
                 expected = api[param.name]
                 expected = ",".join(expected) if isinstance(expected, tuple) else expected
                 assert str(param.default) == str(expected), (name, param.name, param.default, expected)
                 checked += 1
-    assert checked >= 20
+    assert checked >= 40

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from classbench.training.config import DEFAULTS
 
-def train(data: str | os.PathLike, model: str = "resnet18", **options: Any) -> Any:
+
+def train(data: str | os.PathLike, model: str = DEFAULTS["model"], **options: Any) -> Any:
     """``classbench.training.train`` (same arguments, same ``TrainResult``), then ``curves.png``."""
     from classbench.training import train as fit
 

@@ -10,10 +10,11 @@ from classbench.cli._app import app, friendly
 from classbench.cli.options import api_defaults
 from classbench.console import console
 from classbench.exporting import export as api_export
-from classbench.predict import Classifier
+from classbench.predict import Classifier, render_predictions
 from classbench.predict import load as api_load
 
 X, L, P = api_defaults(api_export), api_defaults(api_load), api_defaults(Classifier.predict_batch)
+SHOWN = api_defaults(render_predictions)
 
 
 @app.command()
@@ -21,7 +22,7 @@ X, L, P = api_defaults(api_export), api_defaults(api_load), api_defaults(Classif
 def predict(
     run: Path = typer.Argument(..., help="A run folder, model.safetensors/model.json, or an exported .onnx."),
     paths: list[str] = typer.Argument(..., help="Images, folders (recursive) and globs ('photos/*.jpg')."),
-    top_k: int = typer.Option(3, help="Classes to show per image."),
+    top_k: int = typer.Option(SHOWN["top_k"], help="Classes to show per image."),
     format: str = typer.Option("table", "--format", help="table|csv|json"),
     out: Optional[Path] = typer.Option(None, help="Write CSV/JSON here instead of stdout."),
     reject_below: Optional[float] = typer.Option(None, help="Label 'unknown' when the top probability is below P."),
@@ -65,9 +66,9 @@ def export(
     run: Path = typer.Argument(..., help="A run folder."),
     format: str = typer.Option(X["format"], "--format", help="onnx|openvino|tensorrt|hf (tensorrt: CUDA GPU only; on a "
                                "Jetson use trtexec, docs/deploy.md; hf: a Hugging Face Hub model folder timm loads)."),
-    int8: bool = typer.Option(False, "--int8", help="Static INT8 (ONNX Runtime QDQ, NNCF for OpenVINO), calibrated "
+    int8: bool = typer.Option(X["int8"], "--int8", help="Static INT8 (ONNX Runtime QDQ, NNCF for OpenVINO), calibrated "
                               "on the run's training images; refused below --min-agreement."),
-    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
+    fp16: bool = typer.Option(X["fp16"], "--fp16", help="Half-precision weights (float32 inputs/outputs kept)."),
     min_agreement: float = typer.Option(X["min_agreement"], help="INT8: refuse when top-1 agreement with PyTorch is below this."),
     parity_split: str = typer.Option(X["parity_split"], help="val|test: the split of the run's split.csv parity is measured on."),
     calibration_images: int = typer.Option(X["calibration_images"], help="INT8: training images to calibrate on (a seeded sample)."),

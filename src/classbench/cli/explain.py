@@ -6,7 +6,11 @@ from typing import Any, Optional
 import typer
 
 from classbench.cli._app import app, friendly
+from classbench.cli.options import api_defaults
 from classbench.console import console
+from classbench.explain import METHODS, explain_files
+
+EXPLAIN = api_defaults(explain_files)
 
 
 @app.command()
@@ -14,16 +18,13 @@ from classbench.console import console
 def explain(
     run: Path = typer.Argument(..., help="A run folder (or its model.safetensors)."),
     paths: list[str] = typer.Argument(..., help="Images, folders (recursive) and globs ('photos/*.jpg')."),
-    method: str = typer.Option("gradcam", help="gradcam, gradcam++, layercam, xgradcam, hirescam, gradcam-elementwise, "
-                                               "eigencam, eigengradcam or scorecam."),
+    method: str = typer.Option(EXPLAIN["method"], help=f"{', '.join(list(METHODS)[:-1])} or {list(METHODS)[-1]}."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class (default: the predicted one)."),
     layer: Optional[str] = typer.Option(None, help="Layer to take the map at (default: picked for the architecture)."),
     out: Optional[Path] = typer.Option(None, help="Folder for the overlay PNGs (default: RUN/explain)."),
-    batch_size: int = typer.Option(16, help="Images per batch."),
+    batch_size: int = typer.Option(EXPLAIN["batch_size"], help="Images per batch."),
 ) -> None:
     """Heatmaps of where the model looked (Grad-CAM and friends): one overlay PNG per image with its prediction."""
-    from classbench.explain import explain_files
-
     result = explain_files(run, paths, method=method, target=class_name, layer=layer, out=out, batch_size=batch_size)
     _render(result)
     if result.problems:

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from classbench.training.config import DEFAULT_LR
 from classbench.training.config import DEFAULTS as D
 
 __all__ = ["D", "api_defaults", "Data", "Epochs", "ImgSize", "Pretrained", "BatchSize", "Balance", "Augment", "Precision", "Lr",
            "Val", "Test", "CheckpointEvery", "Overwrite", "Logger", "MlflowUri"]
 
-LR_HELP = ("Learning rate (default 1e-3), or 'auto': Lightning's learning-rate range test picks one per "
+LR_HELP = (f"Learning rate (default {DEFAULT_LR:g}), or 'auto': Lightning's learning-rate range test picks one per "
            "architecture (recorded in config.yaml).")
 LOGGER_HELP = ("Also log to csv|tensorboard|mlflow|wandb through Lightning's loggers (several: comma-separated or "
                "repeated); metrics.csv is always written. tensorboard/mlflow/wandb need "

@@ -20,7 +20,7 @@ def evaluate(
     run: Path = typer.Argument(..., help="A run folder (or its model.safetensors)."),
     split: str = typer.Option(E["split"], help="test|val: which split of the run's own split.csv."),
     data: Optional[Path] = typer.Option(None, help="Evaluate on another folder or CSV instead (held-out data)."),
-    tta: bool = typer.Option(False, "--tta", help="Average predictions over flips."),
+    tta: bool = typer.Option(E["tta"], "--tta", help="Average predictions over flips."),
     batch_size: int = typer.Option(E["batch_size"], help="Images per inference batch."),
 ) -> None:
     """Per-class truth on the locked test split: metrics with CIs, confusion, calibration, mistakes."""

@@ -24,6 +24,7 @@ from classbench.cli.options import (
     Val,
     api_defaults,
 )
+from classbench.comparison.core import DEFAULT_OUT, ENGINES, REPORT_MODELS
 from classbench.comparison.core import demo as api_demo
 from classbench.comparison.folder import ARG_DEFAULTS as COMPARE
 from classbench.console import console
@@ -117,7 +118,7 @@ def print_train_summary(result: Any) -> None:
 @friendly
 def compare(
     data: Path = typer.Argument(..., help="Class folders, pre-split folders or a CSV manifest."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated names (default: densenet121,inception_v3,mobilenetv2,resnet50)."),
+    models: Optional[str] = typer.Option(None, help=f"Comma-separated names (default: {','.join(REPORT_MODELS)})."),
     epochs: Epochs = D["epochs"],
     img_size: ImgSize = None,
     pretrained: Pretrained = D["pretrained"],
@@ -140,7 +141,7 @@ def compare(
     val: Val = D["val"],
     test: Test = D["test"],
     preset: Optional[str] = typer.Option(None, help="'report': the seed report's protocol, side by side with an honest test."),
-    engine: str = typer.Option("local", help="local: one run after another here. ray: the runs as Ray tasks, in "
+    engine: str = typer.Option(ENGINES[0], help="local: one run after another here. ray: the runs as Ray tasks, in "
                                "parallel on this machine's GPUs/cores or on a cluster (pip install \"classbench[ray]\")."),
     ray_address: Optional[str] = typer.Option(None, help="--engine ray: join this cluster (HOST:PORT, ray://HOST:PORT "
                                               "or auto; default RAY_ADDRESS, else a Ray started for this compare)."),
@@ -148,7 +149,7 @@ def compare(
                                                  "(0.25: four runs per GPU). Default: 1 where there are GPUs, else 0."),
     cpus_per_run: Optional[float] = typer.Option(None, help="--engine ray: CPU cores per run (its torch threads). "
                                                  "Default: the node's cores shared by its GPUs; CPU only: 4 (or all)."),
-    out: Path = typer.Option(Path("runs/compare"), help="Compare folder (re-run to resume)."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Compare folder (re-run to resume)."),
     checkpoint_every: CheckpointEvery = D["checkpoint_every"],
     overwrite: Overwrite = D["overwrite"],
     logger: Logger = D["logger"],

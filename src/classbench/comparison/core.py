@@ -23,6 +23,7 @@ from classbench.training.config import DEFAULTS as D
 
 REPORT_MODELS = ("densenet121", "inception_v3", "mobilenetv2", "resnet50")
 ENGINES = ("local", "ray")
+DEFAULT_OUT = Path("runs") / "compare"  # the compare folder when none is given
 PRESETS: dict[str, dict[str, Any]] = {
     # The report's protocol: four architectures from scratch, 20 epochs, 70/30 train/val, and one
     # held-out image per class -- evaluated side by side with a locked, stratified test split.
@@ -57,7 +58,7 @@ class Leaderboard:
 def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: str | os.PathLike | None = None,
             epochs: int = D["epochs"], img_size: int | None = None, seed: int = D["seed"], preset: str | None = None,
             folds: int | str = ARG_DEFAULTS["folds"], seeds: int = ARG_DEFAULTS["seeds"],
-            repeats: int | str = ARG_DEFAULTS["repeats"], refit: bool = ARG_DEFAULTS["refit"], engine: str = "local",
+            repeats: int | str = ARG_DEFAULTS["repeats"], refit: bool = ARG_DEFAULTS["refit"], engine: str = ENGINES[0],
             ray_address: str | None = None,
             gpus_per_run: float | None = None, cpus_per_run: float | None = None, overwrite: bool = False,
             progress: bool = True, val: float = D["val"], test: float = D["test"], **train_options: Any) -> Leaderboard:
@@ -96,7 +97,7 @@ def compare(data: str | os.PathLike, models: Sequence[str] | None = None, out: s
     ray = {"address": ray_address, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run, "progress": progress}
     # Ray is joined (or started) before anything is written: a missing Ray or a silent address is one line
     with _engine_session(ray if engine == "ray" else None):
-        return _run(Path(out) if out else Path("runs") / "compare", args, overwrite, progress,
+        return _run(Path(out) if out else DEFAULT_OUT, args, overwrite, progress,
                     ray if engine == "ray" else None)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from classbench.console import info
 from classbench.data.manifest import Manifest
+from classbench.data.split import DEFAULT_VAL
 from classbench.errors import RunError
 from classbench.runs import read_yaml
 
@@ -51,7 +52,7 @@ class Job:
 def inner_val_fraction(val: float, test: float) -> float:
     """The share of a fold's training images carved out for checkpoint choice: the split's val share of
     the non-test images (val 0.2, test 0.1 -> 0.222)."""
-    return min(0.5, val / (1 - test)) if val > 0 else 0.2
+    return min(0.5, val / (1 - test)) if val > 0 else DEFAULT_VAL
 
 
 def repeat_folder(repeat: int) -> str:

@@ -26,6 +26,8 @@ from classbench.data.check import MIN_SPLIT_IMAGES, BadFile, CheckReport, check,
 from classbench.data.manifest import SPLITS, Manifest, Sample
 from classbench.errors import DataError
 
+DEFAULT_VAL, DEFAULT_TEST = 0.2, 0.1  # the shares of the images a split gives validation and the locked test
+
 
 @dataclass
 class SplitResult:
@@ -56,8 +58,8 @@ class SplitResult:
 
 def split(
     path: str | os.PathLike,
-    val: float = 0.2,
-    test: float = 0.1,
+    val: float = DEFAULT_VAL,
+    test: float = DEFAULT_TEST,
     test_per_class: int | None = None,
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -116,7 +118,7 @@ def _groups(report: CheckReport) -> dict[str, str]:
     return {str(s.path): names[int(component[nodes[dup_key(s)]])] for s in report.samples}
 
 
-def training_split(path: str | os.PathLike, val: float = 0.2, test: float = 0.1, test_per_class: int | None = None,
+def training_split(path: str | os.PathLike, val: float = DEFAULT_VAL, test: float = DEFAULT_TEST, test_per_class: int | None = None,
                    seed: int = 0, out: str | os.PathLike | None = None) -> SplitResult:
     """The split a training run uses.
 

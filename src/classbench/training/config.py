@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classbench.data.split import DEFAULT_TEST, DEFAULT_VAL
 from classbench.errors import ClassbenchError
 from classbench.hub import is_hub_spec
 
@@ -52,8 +53,8 @@ class TrainConfig:
     freeze_epochs: int | None = None
     grad_clip: float = DEFAULT_GRAD_CLIP
     checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
-    val: float = 0.2
-    test: float = 0.1
+    val: float = DEFAULT_VAL
+    test: float = DEFAULT_TEST
     test_per_class: int | None = None
     cache: str = "auto"
     cache_pool: str | None = None  # a manifest CSV whose images share one decoded-image cache (set by compare)

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 from classbench.data.transforms import normalize
 from classbench.inference import no_autocast
 from classbench.speed import adamw
+from classbench.training.config import DEFAULTS
 
 
 class WeightedMean(Metric):
@@ -56,9 +57,9 @@ class ClassifierModule(L.LightningModule):
         std: Sequence[float],
         lr: float,
         backbone_lr: float,
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 1.0,
-        label_smoothing: float = 0.0,
+        weight_decay: float = DEFAULTS["weight_decay"],
+        warmup_epochs: float = DEFAULTS["warmup_epochs"],
+        label_smoothing: float = DEFAULTS["label_smoothing"],
         class_weights: Sequence[float] | None = None,
         freeze_epochs: int = 0,
         channels_last: bool = False,

@@ -15,7 +15,7 @@ from typing import Any
 from classbench.console import info, warn
 from classbench.errors import ClassbenchError, Interrupted, RunError, first_line
 from classbench.runs import atomic_write_json, atomic_write_yaml, command_line, environment_info, prepare_run_dir, read_yaml
-from classbench.training.config import BALANCE_TEXT, MONITORS, Resolved, TrainConfig, resolve
+from classbench.training.config import BALANCE_TEXT, DEFAULTS, MONITORS, Resolved, TrainConfig, resolve
 
 RUN_DIR_ENV = "CLASSBENCH_RUN_DIR"  # lets DDP worker processes find the folder rank 0 prepared
 
@@ -36,7 +36,7 @@ class TrainResult:
         return load(self.path, backend=backend)
 
 
-def train(data: str | os.PathLike, model: str = "resnet18", **options: Any) -> TrainResult:
+def train(data: str | os.PathLike, model: str = DEFAULTS["model"], **options: Any) -> TrainResult:
     """Train ``model`` on ``data`` (class folders, pre-split folders or a manifest CSV).
 
     Options are the fields of :class:`TrainConfig` (epochs, img_size, pretrained, weights, balance, ...).
