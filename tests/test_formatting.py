@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from classbench.formatting import count, duration, percent, rate
+from classbench.formatting import count, duration, md, percent, rate
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(4.24, "4.2 s"), (42.4, "42 s"), (450, "7.5 min"), (9000, "2.5 h"),
@@ -50,3 +50,17 @@ def test_one_safe_name_for_folders_and_files() -> None:
     assert safe_name("hf-hub:org/vit tiny") == "hf-hub_org_vit_tiny" and safe_name("resnet50.a1_in1k") == "resnet50.a1_in1k"
     assert safe_name("bateau à quai") == "bateau_à_quai"  # letters of any script stay
     assert _out_names(["a/x y.jpg", "b/x y.png"], "gradcam++") == ["x_y.gradcampp.png", "x_y-2.gradcampp.png"]
+
+
+def test_markdown_cells_keep_user_text_literal_in_the_model_card_and_leaderboard(tmp_path) -> None:
+    """Class and model names are folder names: a pipe must not split a table cell, a newline must not end the row,
+    HTML must not render and Markdown emphasis must not apply; None is an empty cell."""
+    assert md("a|b\nc") == "a\\|b c" and md("<b>x</b> & *y*") == "&lt;b&gt;x&lt;/b&gt; &amp; \\*y\\*"
+    assert md(None) == "" and md(0.512) == "0.512"
+    from classbench.comparison.leaderboard import MARKDOWN_COLUMNS, write_leaderboard
+
+    row = {c: None for c in MARKDOWN_COLUMNS} | {"model": "evil|<i>net</i>", "status": "best", "heldout_macro_f1": 0.5}
+    write_leaderboard(tmp_path, [row], "evil|<i>net</i> is the only model")
+    lines = (tmp_path / "leaderboard.md").read_text().splitlines()
+    assert lines[0] == "**Verdict:** evil\\|&lt;i&gt;net&lt;/i&gt; is the only model"
+    assert lines[-1].count(" | ") == len(MARKDOWN_COLUMNS) - 1 and "<i>" not in lines[-1]

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    """The unit a duration is shown in and its length in seconds: ``s`` below 2 min, ``min`` below 2 h, else ``h``
+    (also a plot axis's unit, from its longest bar)."""
+    return ("s", 1.0) if seconds < 120 else ("min", 60.0) if seconds < 7200 else ("h", 3600.0)
 
 
 def duration(seconds: float | None) -> str:
     """``4.2 s``, ``42 s``, ``7.5 min``, ``2.1 h``; ``n/a`` when missing or not finite."""
     if seconds is None or not math.isfinite(seconds):
         return "n/a"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    unit, scale = time_unit(seconds)
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds / scale:.{0 if unit == 's' else 1}f} {unit}"
 
 
 def count(value: float) -> str:
@@ -38,3 +40,10 @@ def percent(value: float) -> str:
     if abs(value * 100 - round(value * 100)) < 1e-9:
         return f"{value:.0%}"
     return "99.9%" if 0.999 <= value < 1.0 else f"{value:.1%}"
+
+
+def md(text: Any) -> str:
+    """``text`` as literal Markdown inline text (a model card, leaderboard.md): HTML and Markdown syntax
+    characters escaped, on one line; ``None`` is empty."""
+    plain = "" if text is None else str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join("".join("\\" + c if c in "\\`*_[]|#~!" else c for c in plain).split())

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, ModelError, first_line, import_optional
+from classbench.formatting import md
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
@@ -86,12 +87,6 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: s
 _METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
             ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"), ("ece", "ECE (calibrated)"),
             ("nll", "NLL"))
-
-
-def md(text: Any) -> str:
-    """``text`` as literal Markdown inline text: HTML and Markdown syntax characters escaped, on one line."""
-    plain = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join("".join("\\" + c if c in "\\`*_[]|#~!" else c for c in plain).split())
 
 
 def model_card(meta: dict[str, Any], evaluation: dict[str, Any] | None, repo_id: str | None = None) -> str:

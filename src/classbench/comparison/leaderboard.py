@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from classbench.formatting import count, duration
+from classbench.formatting import count, duration, md
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
@@ -80,15 +80,10 @@ def build_row(standing: dict[str, Any], runs: list[Path], final: Path | None, he
 def write_leaderboard(out: Path, rows: list[dict[str, Any]], sentence: str) -> None:
     """``leaderboard.csv`` (every column) and ``leaderboard.md`` (the verdict sentence, then the key columns)."""
     atomic_write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
-    lines = [f"**Verdict:** {_md(sentence)}", "", "| " + " | ".join(MARKDOWN_COLUMNS) + " |",
+    lines = [f"**Verdict:** {md(sentence)}", "", "| " + " | ".join(MARKDOWN_COLUMNS) + " |",
              "|" + "---|" * len(MARKDOWN_COLUMNS)]
-    lines += ["| " + " | ".join(_md(row.get(c)) for c in MARKDOWN_COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(md(row.get(c)) for c in MARKDOWN_COLUMNS) + " |" for row in rows]
     atomic_write_text(out / "leaderboard.md", "\n".join(lines) + "\n")
-
-
-def _md(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def write_figures(out: Path, rows: list[dict[str, Any]], first_runs: dict[str, Path], standings: list[dict]) -> None:

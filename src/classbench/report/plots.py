@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from classbench.formatting import count, duration
+from classbench.formatting import count, duration, time_unit
 from classbench.report.sheets import _thumbnail, contact_sheet  # noqa: F401 - re-exported: callers import it from here
 from classbench.report.style import (  # noqa: F401 - re-exported, as above
     BLUE,
@@ -47,10 +47,6 @@ def _colors(n: int) -> list:
 
 def _fmt_prob(v: float) -> str:
     return f"{v:.2f}"
-
-
-def _time_unit(max_seconds: float) -> tuple[str, float]:
-    return ("s", 1.0) if max_seconds < 120 else ("min", 60.0) if max_seconds < 7200 else ("h", 3600.0)
 
 
 def _no_data(ax: Any, text: str = "no data") -> None:
@@ -255,7 +251,7 @@ def plot_reliability(bins: Mapping[str, Sequence[Any]], ece: float, path: str | 
 
 def _build_training_time(names: Sequence[str], seconds: Sequence[Any]) -> Figure:
     secs = np.array([_num(s) if _num(s) is not None else np.nan for s in seconds], dtype=np.float64)
-    unit, scale = _time_unit(float(np.nanmax(secs, initial=0)) if np.isfinite(secs).any() else 0.0)
+    unit, scale = time_unit(float(np.nanmax(secs, initial=0)) if np.isfinite(secs).any() else 0.0)
     fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.5), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(names))
@@ -286,7 +282,7 @@ def _build_score_vs_time(names: Sequence[str], scores: Sequence[Any], seconds: S
     if not pts:
         _no_data(ax, "no finished models")
         return fig
-    unit, scale = _time_unit(max(se for _, _, se in pts))
+    unit, scale = time_unit(max(se for _, _, se in pts))
     for (name, sc, se), color in zip(pts, _colors(len(pts))):
         ax.scatter(se / scale, sc, s=60, color=color, edgecolor="black", zorder=3)
         ax.annotate(_tick(name, 32), (se / scale, sc), xytext=(6, 4), textcoords="offset points", fontsize=8)
