@@ -104,7 +104,7 @@ def write_figures(out: Path, rows: list[dict[str, Any]], first_runs: dict[str, P
     plot_verdict(standings, out / "verdict.png")
     manifest = Manifest.load(out / "split.csv")
     plots.plot_class_counts(manifest.counts(), out / "class_counts.png",
-                            split_counts={s: manifest.counts(s) for s in ("train", "val", "test")})
+                            split_counts=manifest.split_counts())
 
 
 def _fmt(value: Any, key: str) -> str:

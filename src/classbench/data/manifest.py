@@ -95,6 +95,10 @@ class Manifest:
             out[s.label] += 1
         return out
 
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """``{split: {class: images}}`` for train, val and test (all of them, empty ones too)."""
+        return {split: self.counts(split) for split in SPLITS}
+
     def __len__(self) -> int:
         return len(self.samples)
 

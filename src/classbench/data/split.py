@@ -45,7 +45,7 @@ class SplitResult:
     @property
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class: images}}``."""
-        return {sp: self.manifest.counts(sp) for sp in SPLITS}
+        return self.manifest.split_counts()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -264,7 +264,7 @@ def _load_or_make_split(config: TrainConfig, run_dir: Path, reuse: bool) -> tupl
                             seed=config.seed, out=saved)
     for message in result.warnings:
         warn(message)
-    counts = {s: sum(result.manifest.counts(s).values()) for s in ("train", "val", "test")}
+    counts = {s: sum(c.values()) for s, c in result.manifest.split_counts().items()}
     how = "as given" if result.given else "test locked away"  # a compare's fold run: its test part is the held-out fold
     note = f"Split saved to {saved}: train {counts['train']}, val {counts['val']}, test {counts['test']} ({how})."
     if counts["val"] == 0:
@@ -279,7 +279,7 @@ def _write_config(run_dir: Path, config: TrainConfig, manifest: Any, trainer: An
         "args": {k: v for k, v in config.to_dict().items() if k != "resolved"},
         "resolved": config.resolved,
         "split": {"path": str(split_path), "sha256": manifest.sha256(), "classes": manifest.classes,
-                  "counts": {s: manifest.counts(s) for s in ("train", "val", "test")}},
+                  "counts": manifest.split_counts()},
         "trainer": {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size},
         "environment": environment_info(),
     })
@@ -299,7 +299,7 @@ def _finish(run_dir: Path, recorder: Any, manifest: Any, loaders: Any, wall: flo
         "train_images_per_s": round(sum(steady) / max(len(steady), 1), 2),
         "best_epoch": recorder.best_epoch, "monitor": config.monitor, "best_value": recorder.best_value,
         "best_metrics": best,
-        "class_counts": {s: manifest.counts(s) for s in ("train", "val", "test")},
+        "class_counts": manifest.split_counts(),
         "num_params": config.resolved.get("num_params"), "img_size": config.resolved.get("img_size"),
         "precision": config.resolved.get("precision"),
     }
