@@ -177,3 +177,15 @@ def test_auto_workers_follow_the_cores_a_run_may_use() -> None:
     assert resolve_workers("auto", cached=False, on_gpu=False, cores=6) == 5
     assert resolve_workers("auto", cached=True, on_gpu=False, cores=32) == 0  # the cache feeds a CPU run faster
     assert resolve_workers("auto", cached=True, on_gpu=True, cores=32) == 8
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_usable_cores_follow_the_affinity_mask() -> None:
+    """A process pinned to one CPU (taskset, a cpuset) counts one core, however many the machine has."""
+    import subprocess
+    import sys
+
+    code = ("import os; from classbench.runs import usable_cores; from classbench.inference import physical_cores; "
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(usable_cores(), physical_cores())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "1"]

@@ -203,9 +203,9 @@ class TorchRunner:
 # ---------------------------------------------------------------- ONNX Runtime
 def physical_cores() -> int:
     """Physical CPU cores available to this process (hyper-threads do not help ORT's GEMMs)."""
-    from classbench.runs import cpu_info
+    from classbench.runs import cpu_info, usable_cores
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = usable_cores()
     cores = cpu_info().physical_cores
     return max(1, min(usable, cores)) if cores else max(1, usable)
 

@@ -88,6 +88,15 @@ def read_json(path: str | os.PathLike) -> Any:
     return _read_parsed(path, json.loads, (json.JSONDecodeError,), "JSON", lambda err: err.msg)
 
 
+def read_json_or(path: str | os.PathLike, default: Any) -> Any:
+    """A JSON file that is a hint, not a record (a logger's ids, a Ray worker's note): ``default`` when it is
+    missing, unreadable or damaged."""
+    try:
+        return read_json(path)
+    except (RunError, OSError, ValueError):  # ValueError: not UTF-8
+        return default
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """A YAML file (a run's ``config.yaml``) as Python values, with ``read_json``'s one-line errors."""
     import yaml
@@ -200,6 +209,12 @@ class CpuInfo:
     name: str
     flags: frozenset[str]
     physical_cores: int | None
+
+
+def usable_cores() -> int:
+    """The logical CPUs this process may run on (its affinity mask, as taskset, cgroups' cpusets and Slurm set
+    it; the machine's count where the platform has no mask)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 @lru_cache(maxsize=1)

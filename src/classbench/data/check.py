@@ -27,6 +27,7 @@ from classbench.data.imageio import decode_image, phash, read_image_bytes
 from classbench.data.manifest import Sample, shown_path
 from classbench.data.sources import Source, read_source
 from classbench.errors import ImageLoadError
+from classbench.runs import usable_cores
 
 IMBALANCE_THRESHOLD = 3.0  # largest/smallest class above this: `check` warns and `--balance auto` weights the loss
 MIN_SPLIT_IMAGES = 3
@@ -158,7 +159,7 @@ def check(
 def _scan_all(
     samples: list[Sample], max_pixels: int | None, workers: int | None, progress: Callable[[int, int], None] | None
 ) -> list[_Scan]:
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or min(4, usable_cores())
     out: list[_Scan] = []
     total = len(samples)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -12,6 +12,7 @@ from typing import Any
 from classbench.data.split import DEFAULT_TEST, DEFAULT_VAL
 from classbench.errors import ClassbenchError
 from classbench.hub import is_hub_spec
+from classbench.runs import usable_cores
 
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
 BALANCE_TEXT = {"weights": "class-weighted loss", "sampler": "class-balanced sampling",
@@ -260,10 +261,10 @@ def resolve_batch_size(batch_size: int | str, n_train: int) -> int:
 def resolve_workers(workers: int | str, cached: bool, on_gpu: bool, cores: int | None = None) -> int:
     """Loader worker processes for ``"auto"``: none on few cores (or with a decoded-image cache on CPU), where extra
     processes only slow the loop; else one per core but one, at most 8. ``cores``: the CPUs this run may use
-    (default: the machine's; a Ray task passes the CPUs it was given)."""
+    (default: those this process may use, ``runs.usable_cores``; a Ray task passes the CPUs it was given)."""
     if workers != "auto":
         return int(workers)
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     if cores <= 4 or (cached and not on_gpu):
         return 0
     return min(8, cores - 1)
