@@ -210,3 +210,17 @@ def test_resumed_epoch_order_is_set_before_worker_processes_ask_for_indices() ->
     expected = EpochSampler(40, seed=5)
     expected.set_epoch(3)
     assert first_batch.tolist() == list(expected)
+
+
+def test_hint_files_fall_back_when_missing_damaged_or_not_utf8(tmp_path) -> None:
+    """read_json_or: a logger's ids or a Ray worker's note never stops a run; a record (read_json) does, in one line."""
+    from classbench.runs import read_json, read_json_or
+
+    good, bad, binary = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "binary.json"
+    good.write_text('{"run_id": "abc"}')
+    bad.write_text('{"run_id": ')
+    binary.write_bytes(b"\xff\xfe\x00{")
+    assert read_json_or(good, {}) == {"run_id": "abc"}
+    assert [read_json_or(p, {}) for p in (bad, binary, tmp_path / "missing.json")] == [{}, {}, {}]
+    with pytest.raises(RunError, match="not valid JSON"):
+        read_json(bad)

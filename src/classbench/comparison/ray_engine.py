@@ -29,7 +29,6 @@ and cancellation.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -40,6 +39,7 @@ from typing import Any
 
 from classbench.comparison import replicates as R
 from classbench.errors import ClassbenchError, RunError, first_line, import_optional
+from classbench.runs import read_json_or
 
 RETRIES = 2  # restarts of a task whose worker process died (each resumes from last.ckpt)
 CPU_ONLY_CPUS_PER_RUN = 4
@@ -261,7 +261,4 @@ def worker_file(run_dir: Path) -> Path:
 
 def worker_of(run_dir: Path) -> dict[str, Any]:
     """The node and process a Ray task recorded for ``run_dir`` (empty before it started)."""
-    try:
-        return json.loads(worker_file(run_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json_or(worker_file(run_dir), {})

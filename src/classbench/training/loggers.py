@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 
 from classbench.errors import ClassbenchError, first_line
-from classbench.runs import atomic_write_json
+from classbench.runs import atomic_write_json, read_json_or
 from classbench.training.config import run_home
 
 IDS_FILE = "loggers.json"
@@ -95,11 +95,7 @@ def _start(logger: Any) -> None:
 
 def _read_ids(run_dir: Path) -> dict[str, Any]:
     """``loggers.json`` of an earlier session of this run (empty when there is none or it is unreadable)."""
-    path = Path(run_dir) / IDS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_json_or(Path(run_dir) / IDS_FILE, {})
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
