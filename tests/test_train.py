@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def test_auto_workers_follow_the_cores_a_run_may_use() -> None:
     assert resolve_workers("auto", cached=True, on_gpu=True, cores=32) == 8
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity on this platform")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_usable_cores_follow_the_affinity_mask() -> None:
     """A process pinned to one CPU (taskset, a cpuset) counts one core, however many the machine has."""
     import subprocess
