@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from classbench.formatting import count, duration, md, percent, rate
+from classbench.formatting import count, duration, fmt, md, percent, rate
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(4.24, "4.2 s"), (42.4, "42 s"), (450, "7.5 min"), (9000, "2.5 h"),
+@pytest.mark.parametrize(("seconds", "text"), [(0.354, "0.35 s"), (4.24, "4.2 s"), (42.4, "42 s"), (450, "7.5 min"), (9000, "2.5 h"),
                                                (None, "n/a"), (math.inf, "n/a")])
 def test_duration(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text
@@ -35,7 +35,6 @@ def test_every_display_path_uses_these_formatters() -> None:
     """The bench table, the report's columns and the export lines give the same text for the same number."""
     from classbench.benchmark.render import _num
     from classbench.exporting.render import percent as export_percent
-    from classbench.report.columns import fmt
 
     assert _num(1234.4) == fmt(1234.4, "rate") == rate(1234.4) and _num(None) == "-"
     assert export_percent(0.9996) == fmt(0.9996, "pct") == "99.9%" and export_percent(None) == "-"

@@ -229,3 +229,16 @@ def test_a_split_without_validation_gets_one_and_says_so(tmp_path) -> None:
     assert carve_missing_validation(result, 0.2, 0, "given.csv") is None  # it has one now
     untouched = SplitResult(Manifest(samples, ["a", "b"]), given=True, seed=0)
     assert carve_missing_validation(untouched, 0.0, 0, "given.csv") is None and not untouched.manifest.subset("val")
+
+
+def test_split_counts_all_splits_or_only_those_with_images() -> None:
+    """The split's, the run summary's and the plot's counts keep all three splits; check's and the report's keep
+    the ones with images, plus the images in no split."""
+    samples = [Sample("/d/a/1.png", "a", "train"), Sample("/d/b/2.png", "b", "train"), Sample("/d/a/3.png", "a", "test"),
+               Sample("/d/b/4.png", "b", None)]
+    manifest = Manifest(samples, ["a", "b", "c"])
+    assert manifest.split_counts() == {"train": {"a": 1, "b": 1, "c": 0}, "val": {"a": 0, "b": 0, "c": 0},
+                                       "test": {"a": 1, "b": 0, "c": 0}}
+    assert manifest.split_counts(present_only=True) == {"train": {"a": 1, "b": 1, "c": 0},
+                                                        "test": {"a": 1, "b": 0, "c": 0},
+                                                        "unsplit": {"a": 0, "b": 1, "c": 0}}

@@ -28,9 +28,10 @@ import numpy as np
 
 from classbench.data.manifest import Manifest, Sample
 from classbench.errors import DataError, RunError
+from classbench.formatting import duration, rate
 from classbench.intervals import class_warnings, eval_intervals, headline_lines, interval_text
-from classbench.predict import PREDICTION_COLUMNS, csv_text, read_predictions, write_predictions
-from classbench.runs import atomic_write_json, atomic_write_text, read_json, read_yaml, safe_name
+from classbench.predict import PREDICTION_COLUMNS, read_predictions, write_predictions
+from classbench.runs import atomic_write_json, atomic_write_text, csv_text, read_json, read_yaml, safe_name
 
 __all__ = ["PREDICTION_COLUMNS", "EvalResult", "evaluate", "read_predictions", "render_eval", "write_predictions"]
 
@@ -357,12 +358,12 @@ def render_eval(result: EvalResult, console: Any) -> None:
     console.print(f"calibration: ECE {m['ece']:.3f} at T = {m['temperature']:.2f} "
                   f"(uncalibrated {m['ece_uncalibrated']:.3f}), NLL {m['nll']:.3f}")
     inf = result.inference
-    console.print(f"inference: {inf['images_per_s']:.1f} images/s ({inf['seconds']:.2f} s, fp32"
+    console.print(f"inference: {rate(inf['images_per_s'])} images/s ({duration(inf['seconds'])}, fp32"
                   + (", TTA" if result.tta else "") + ")")
     ex = result.explain or {}
     if ex.get("n_images"):
         console.print(f"heatmaps: {ex['n_images']} most confident mistakes, {escape(str(ex['method']))} at layer "
-                      f"{escape(str(ex['layer']))} ({ex['seconds']:.2f} s)")
+                      f"{escape(str(ex['layer']))} ({duration(ex['seconds'])})")
     elif ex.get("error"):
         console.print(f"[yellow]no heatmaps on misclassified.png:[/] {escape(str(ex['error']))}", soft_wrap=True)
     for w in result.warnings:

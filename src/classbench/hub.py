@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from classbench.errors import ClassbenchError, ModelError, first_line, import_optional
-from classbench.formatting import md
+from classbench.formatting import METRIC_LABELS, md
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
@@ -84,9 +84,7 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: s
     return out
 
 
-_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
-            ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"), ("ece", "ECE (calibrated)"),
-            ("nll", "NLL"))
+CARD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "worst_class_recall", "ece", "nll")
 
 
 def model_card(meta: dict[str, Any], evaluation: dict[str, Any] | None, repo_id: str | None = None) -> str:
@@ -125,8 +123,9 @@ def _eval_section(evaluation: dict[str, Any] | None) -> list[str]:
     lines = ["## Evaluation", "", f"On the run's {md(evaluation.get('split', 'test'))} split "
              f"({md(evaluation.get('n_images', '?'))} images{', with TTA' if evaluation.get('tta') else ''}), "
              "never used to choose the checkpoint:", "", "| metric | value | 95% CI |", "|---|---|---|"]
-    for key, label in _METRICS:
+    for key in CARD_METRICS:
         if isinstance(metrics.get(key), (int, float)):
+            label = METRIC_LABELS[key]
             interval = interval_text(ci.get(key), 3, "–")
             extra = f" ({md(metrics['worst_class'])})" if key == "worst_class_recall" and metrics.get("worst_class") else ""
             lines.append(f"| {label}{extra} | {metrics[key]:.3f} | {interval} |")

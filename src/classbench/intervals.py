@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from classbench import metrics as M
+from classbench.formatting import METRIC_LABELS
 
 CONFIDENCE = 0.95
 SMALL_CLASS = 5  # a class with 1..SMALL_CLASS-1 evaluated images gets a warning with its recall interval
@@ -89,14 +90,15 @@ def interval_text(interval: Sequence[float | None] | None, digits: int = 2, sep:
     return f"{low:.{digits}f}{sep}{high:.{digits}f}" if np.isfinite(low) and np.isfinite(high) else ""
 
 
-HEADLINE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def headline_lines(metrics: dict[str, Any], ci95: dict[str, Any], ci_method: dict[str, str]) -> list[str]:
     """``accuracy          0.917  95% CI 0.775-0.982  Clopper-Pearson exact``: one plain-text line per headline
     metric (accuracy, balanced accuracy, macro-F1), its interval and method when known."""
     lines = []
-    for key, label in HEADLINE:
+    for key in HEADLINE:
+        label = METRIC_LABELS[key]
         ci = interval_text(ci95.get(key), 3)
         method = f"  {ci_method[key]}" if ci and ci_method.get(key) else ""
         lines.append(f"{label:<17} {metrics[key]:.3f}" + (f"  {CONFIDENCE:.0%} CI {ci}{method}" if ci else ""))

@@ -172,11 +172,12 @@ def plot_label_issues(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathL
     """Contact sheet of the first ``limit`` rows, captioned with the given and the suggested label and p, the
     most likely other class's probability (self_confidence + margin; the suggested class's unless that one
     missed its threshold). Rows read back from the CSV (strings) work too."""
-    from classbench.report.plots import _num, contact_sheet
+    from classbench.formatting import finite
+    from classbench.report.plots import contact_sheet
 
     items = []
     for row in list(rows)[: max(0, limit)]:
-        conf, margin = _num(row.get("self_confidence")), _num(row.get("margin"))
+        conf, margin = finite(row.get("self_confidence")), finite(row.get("margin"))
         p = conf + margin if conf is not None and margin is not None else float("nan")
         items.append((row["path"], str(row.get("given", "")), str(row.get("suggested", "")), p))
     return contact_sheet(items, out_png, captions=("given", "suggested"), empty="no likely label errors found")

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from classbench.errors import ClassbenchError, DataError, ModelError
 from classbench.metrics import stored_temperature
+from classbench.runs import atomic_write_text, csv_text, file_sha256
 
 UNKNOWN = "unknown"
 _GLOB_CHARS = set("*?[")
@@ -215,7 +215,6 @@ def _load_onnx_beside(meta: dict[str, Any], weights: Path, onnx_path: Path, devi
     """The export ``variant`` (ONNX or OpenVINO file) beside the weights: ModelError when missing or stale;
     model.json's temperature applied (see ``load``)."""
     from classbench.inference import EXPORTS, export_command, open_export, stale_reason
-    from classbench.runs import file_sha256
 
     how = export_command(weights.parent, variant)
     if not onnx_path.is_file():
@@ -342,20 +341,11 @@ def predictions_to_json(preds: Sequence[Prediction], top_k: int | None = None) -
 PREDICTION_COLUMNS = ("path", "label", "predicted")
 
 
-def csv_text(rows: Iterable[Sequence[Any]]) -> str:
-    """Rows -> CSV text (the csv module's quoting, ``\\n`` line ends)."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
 def write_predictions(path: str | Path, paths: Sequence[str | Path], labels: Sequence[str], probs: np.ndarray,
                       classes: Sequence[str]) -> Path:
     """Write (atomically, UTF-8, via the csv module) the per-image CSV ``path,label,predicted,p_<class>...``:
     one probability column per class in ``classes`` order, ``predicted`` the argmax class, floats as ``repr``
     so that ``read_predictions`` gives back exactly these values. Returns ``path``."""
-    from classbench.runs import atomic_write_text
-
     probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(classes))
     if not len(paths) == len(labels) == probs.shape[0]:
         raise ValueError(f"{len(paths)} paths, {len(labels)} labels and {probs.shape[0]} probability rows")

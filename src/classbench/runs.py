@@ -52,13 +52,17 @@ def atomic_write_yaml(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, yaml.safe_dump(_plain(obj), sort_keys=False))
 
 
-def atomic_write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> Path:
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows -> CSV text (the csv module's quoting, ``\\n`` line ends): the one CSV writer of classbench's files."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return atomic_write_text(path, buf.getvalue())
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> Path:
+    """A header of ``fieldnames``, then each row's values in that order (a missing key is empty, others ignored)."""
+    fieldnames = list(fieldnames)
+    return atomic_write_text(path, csv_text([fieldnames, *([row.get(k, "") for k in fieldnames] for row in rows)]))
 
 
 def atomic_save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -215,6 +219,30 @@ def usable_cores() -> int:
     """The logical CPUs this process may run on (its affinity mask, as taskset, cgroups' cpusets and Slurm set
     it; the machine's count where the platform has no mask)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def timestamp() -> str:
+    """Now, as every file classbench writes records it: ISO 8601 to the second, local time with its UTC offset."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def proc_kib_field(path: str, key: str) -> int | None:
+    """A ``key:  N kB`` line of a Linux ``/proc`` file (``/proc/meminfo``'s ``MemAvailable``,
+    ``/proc/self/status``'s ``VmHWM``) in bytes; None where the file or the field is missing (not Linux)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name == key:
+            try:
+                return int(value.split()[0]) * 1024
+            except (ValueError, IndexError):
+                return None
+    return None
 
 
 @lru_cache(maxsize=1)

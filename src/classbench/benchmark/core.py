@@ -113,9 +113,8 @@ def _measure(name: str, img_size: int | None, manifest: Any, o: dict[str, Any]) 
     import torch
 
     from classbench.models import check_input_size, create_model, default_config, resolve_name
-    from classbench.speed import cpu_levers
     from classbench.training.config import resolve_channels_last, resolve_precision
-    from classbench.training.module import ClassifierModule
+    from classbench.training.module import build_module
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = resolve_name(name)
@@ -127,9 +126,9 @@ def _measure(name: str, img_size: int | None, manifest: Any, o: dict[str, Any]) 
     n_classes = len(manifest.classes) if manifest else 10
     start = time.perf_counter()
     net = create_model(arch, n_classes)
-    cpu_levers(net, device.type == "cuda")  # the same training step that `train` runs
-    module = ClassifierModule(net, n_classes, cfg["mean"], cfg["std"], lr=DEFAULT_LR,
-                              backbone_lr=DEFAULT_LR, channels_last=resolve_channels_last("auto", arch)).to(device)
+    module, _ = build_module(net, n_classes, cfg["mean"], cfg["std"], device.type == "cuda", lr=DEFAULT_LR,
+                             backbone_lr=DEFAULT_LR, channels_last=resolve_channels_last("auto", arch))
+    module = module.to(device)  # the same training step that `train` runs
     sync()
     model_setup = time.perf_counter() - start  # includes the GPU context's start for the first model
     reset_peak_memory()

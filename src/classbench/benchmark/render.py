@@ -6,14 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from classbench.benchmark.rates import EXPORT_RATES
-from classbench.formatting import duration, rate
+from classbench.formatting import duration, fmt
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    """``-`` for None; a rate as ``formatting.rate`` shows it (``digits=1``), else ``digits`` decimals."""
-    if value is None:
-        return "-"
-    return rate(value) if digits == 1 else f"{value:,.{digits}f}"
+def _num(value: float | None, kind: str = "rate") -> str:
+    """A number as ``formatting.fmt`` shows it, ``-`` when missing (the terminal's dash)."""
+    return fmt(value, kind, missing="-")
 
 
 def _table(title: str, columns: list[str], rows: list[Any]) -> Any:
@@ -37,7 +35,7 @@ def training_table(rows: list[Any]) -> Any:
                    ["model", "px", "precision", "model-only", "pipeline", "ratio", "peak MB"], rows)
     for r in rows:
         table.add_row(r.model, str(r.img_size), r.precision, _num(r.train_images_per_s), _num(r.pipeline_images_per_s),
-                      _num(r.pipeline_ratio, 2), _num(r.peak_memory_mb, 0))
+                      _num(r.pipeline_ratio, "ratio"), _num(r.peak_memory_mb, "int"))
     return table
 
 
@@ -58,7 +56,7 @@ def inference_table(rows: list[Any]) -> Any:
                 table.add_row(r.model if i == 0 else "", variant, "[dim]not run[/]", "-", "-", "-")
                 continue
             table.add_row(r.model if i == 0 else "", variant, str(e.get("precision", "")), _num(ips),
-                          _num(e.get("ms_batch1"), 2), speed)
+                          _num(e.get("ms_batch1"), "ms"), speed)
         table.add_section()
     return table
 

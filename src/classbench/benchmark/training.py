@@ -235,12 +235,9 @@ def peak_memory_mb() -> float | None:
 
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+    from classbench.runs import proc_kib_field
+
+    peak = proc_kib_field("/proc/self/status", "VmHWM")
+    return round(peak / 2**20, 1) if peak is not None else None
 
 

@@ -9,6 +9,7 @@ from classbench.cli._app import app, friendly
 from classbench.cli.options import api_defaults
 from classbench.console import console
 from classbench.explain import METHODS, explain_files
+from classbench.formatting import duration
 
 EXPLAIN = api_defaults(explain_files)
 
@@ -49,4 +50,4 @@ def _render(result: Any) -> None:
         console.print(f"[red]{escape(path)}: {escape(reason)}[/]", soft_wrap=True)
     how = next((f" ({e.method} at layer {e.layer})" for e in result.explanations), "")
     console.print(f"Wrote {len(result.files)} heatmap overlay(s) to {escape(str(result.out_dir) + how)} "
-                  f"in {result.seconds:.1f} s")
+                  f"in {duration(result.seconds)}")

@@ -90,16 +90,21 @@ def train(
             devices=devices(devices_), num_nodes=num_nodes, strategy=strategy, compile=compile, overwrite=overwrite,
             logger=list(logger), mlflow_uri=mlflow_uri,
         )
-        if folds_ > 1:  # a compare of one architecture: every option reaches each fold's run
-            from classbench.comparison import compare as run_compare
-            from classbench.comparison import render_leaderboard
-
-            board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds_, **options)
-            render_leaderboard(board, console)
+        if folds_ > 1:
+            _cross_validate(data, model, out, folds_, options)
             return
         result = run_train(data, model=model, out=str(out) if out else None, **options)
     if result.summary:
         print_train_summary(result)
+
+
+def _cross_validate(data: Path, model: str, out: Path | None, folds: int, options: dict) -> None:
+    """``train --folds K``: a compare of one architecture; every option reaches each fold's run."""
+    from classbench.comparison import compare as run_compare
+    from classbench.comparison import render_leaderboard
+
+    board = run_compare(data, models=[model], out=out or Path("runs") / f"{model}-cv", folds=folds, **options)
+    render_leaderboard(board, console)
 
 
 def print_train_summary(result: Any) -> None:

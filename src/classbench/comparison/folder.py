@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from classbench.console import info
 from classbench.errors import RunError
-from classbench.runs import atomic_write_json, command_line, environment_info, read_json, remove_own_folder
+from classbench.runs import atomic_write_json, command_line, environment_info, read_json, remove_own_folder, timestamp
 
 # Arguments that change what a compare measures; a re-run that changes one is refused, not resumed.
 # (--refit is not one: adding the final model to a finished compare keeps every run; nor is --repeats: repeat r's
@@ -45,7 +44,7 @@ def open_folder(out: Path, args: dict[str, Any], overwrite: bool) -> None:
                                    "seed": args["seed"], "preset": args["preset"], "data": args["data"],
                                    "img_size": args["img_size"], "epochs": args["epochs"],
                                    "environment": environment_info(),
-                                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                   "created": timestamp()})
 
 
 def update_state(out: Path, **values: Any) -> None:

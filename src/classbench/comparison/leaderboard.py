@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from classbench.formatting import count, duration, md
+from classbench.formatting import duration, fmt, md
 from classbench.intervals import interval_text
 from classbench.runs import atomic_write_csv, atomic_write_text, read_json, read_metrics
 
@@ -107,16 +107,6 @@ def write_figures(out: Path, rows: list[dict[str, Any]], first_runs: dict[str, P
                             split_counts=manifest.split_counts())
 
 
-def _fmt(value: Any, key: str) -> str:
-    if value is None or value == "":
-        return "-"
-    if key == "params":
-        return count(float(value))
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
-    return str(value)
-
-
 def _bracketed(row: dict[str, Any], column: str, sep: str = ",") -> str:
     """``[low,high]`` of ``column_low``/``column_high``, or ``""`` when the row has no interval."""
     text = interval_text((row.get(f"{column}_low"), row.get(f"{column}_high")), 2, sep)
@@ -156,11 +146,11 @@ def render_leaderboard(board: Any, console: Any) -> None:
                          overflow="ellipsis", max_width=16 if title == "model" else None)
     for row in board.rows:
         spread = "-" if row.get("fold_std") is None else f"{row['fold_mean']:.2f}\u00b1{row['fold_std']:.2f}"
-        cells = [escape(str(row["model"])), row["status"], _fmt(row["heldout_macro_f1"], ""), _delta(row),
+        cells = [escape(str(row["model"])), row["status"], fmt(row["heldout_macro_f1"], missing="-"), _delta(row),
                  _fold_delta(row), spread]
         if wide:
             cells += [duration(row.get("train_seconds")),
-                      _fmt(row.get("infer_ms_batch1"), ""), _fmt(row.get("params"), "params")]
+                      fmt(row.get("infer_ms_batch1"), "ms", "-"), fmt(row.get("params"), "params", "-")]
         table.add_row(*cells, style="bold green" if row["status"] == "best" else None)
     console.print(table)
     console.print(f"[bold]Verdict:[/] {escape(board.sentence)}", soft_wrap=False)

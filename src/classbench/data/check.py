@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -24,9 +24,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from classbench.data.imageio import decode_image, phash, read_image_bytes
-from classbench.data.manifest import Sample, shown_path
+from classbench.data.manifest import Manifest, Sample, shown_path
 from classbench.data.sources import Source, read_source
 from classbench.errors import ImageLoadError
+from classbench.formatting import duration, percent, rate
 from classbench.runs import usable_cores
 
 IMBALANCE_THRESHOLD = 3.0  # largest/smallest class above this: `check` warns and `--balance auto` weights the loss
@@ -142,11 +143,12 @@ def check(
     for s in stats.values():
         s.share = s.count / total if total else 0.0
     groups = group_near_duplicates(np.array([sc.phash for _, sc in good], dtype=np.uint64), near_dup_threshold)
+    splits = Manifest(source.samples, source.classes).split_counts(present_only=True) if source.presplit else {}
     report = CheckReport(
         path=str(source.root), layout=source.layout, classes=list(source.classes), stats=stats,
         usable=True, problem=None, imbalance=None, warnings=list(source.warnings), bad_files=bad,
         skipped=[(str(p), r) for p, r in source.skipped], exact_duplicates=_exact_groups(good),
-        near_duplicates=[], label_conflicts=[], split_counts=_split_counts(source),
+        near_duplicates=[], label_conflicts=[], split_counts=splits,
         scanned=len(scans), scan_seconds=round(seconds, 3),
         images_per_second=round(len(scans) / seconds, 1) if seconds > 0 else 0.0,
         near_dup_threshold=near_dup_threshold, samples=[s for s, _ in good],
@@ -211,15 +213,6 @@ def _fill_groups(report: CheckReport, good: list[tuple[Sample, _Scan]], groups: 
             f"{len(leaks)} near-duplicate group(s) span the given splits (e.g. {', '.join(leaks[0][:2])}); "
             "this leaks evaluation images into training"
         )
-
-
-def _split_counts(source: Source) -> dict[str, dict[str, int]]:
-    if not source.presplit:
-        return {}
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for s in source.samples:
-        counts[s.split or ""][s.label] += 1
-    return {sp: {c: counts[sp].get(c, 0) for c in source.classes} for sp in ("train", "val", "test") if sp in counts}
 
 
 def imbalance_ratio(counts: Iterable[int]) -> float | None:
@@ -350,7 +343,7 @@ def render_check(report: CheckReport, console: Any) -> None:
     top = max(report.counts.values(), default=0) or 1
     for name, s in report.stats.items():
         bar = "█" * max(1 if s.count else 0, round(24 * s.count / top))
-        table.add_row(escape(name), str(s.count), f"[cyan]{bar}[/]", f"{s.share:.1%}", _range(s.min_width, s.max_width),
+        table.add_row(escape(name), str(s.count), f"[cyan]{bar}[/]", percent(s.share), _range(s.min_width, s.max_width),
                       _range(s.min_height, s.max_height), str(s.bad) if s.bad else "")
     console.print(table)
     if report.imbalance is not None:
@@ -370,7 +363,7 @@ def render_check(report: CheckReport, console: Any) -> None:
     for conflict in report.label_conflicts[:10]:
         files = ", ".join(shown_path(f, report.path) for f in conflict["files"][:4])
         console.print(f"  [red]conflict[/] {escape('/'.join(conflict['labels']))}: {escape(files)}", highlight=False)
-    console.print(f"scanned {report.scanned} images in {report.scan_seconds:.1f} s ({report.images_per_second:.0f}/s)")
+    console.print(f"scanned {report.scanned} images in {duration(report.scan_seconds)} ({rate(report.images_per_second)}/s)")
     verdict = "[green]usable[/]" if report.usable else f"[red]not usable:[/] {escape(report.problem or '')}"
     console.print(verdict, highlight=False)
 

@@ -33,7 +33,7 @@ from classbench.data.imageio import load_image
 from classbench.data.manifest import Sample
 from classbench.data.transforms import to_uint8_tensor
 from classbench.errors import ClassbenchError, DataError
-from classbench.runs import file_sha256
+from classbench.runs import file_sha256, proc_kib_field
 
 CACHE_KINDS = ("memory", "disk", "auto")
 
@@ -46,13 +46,7 @@ def default_memory_limit() -> int:
     """min(2 GiB, 25% of available RAM, 50% of free shared memory); ``$CLASSBENCH_CACHE_MEMORY_MB`` overrides."""
     if os.environ.get("CLASSBENCH_CACHE_MEMORY_MB"):
         return int(float(os.environ["CLASSBENCH_CACHE_MEMORY_MB"]) * 2**20)
-    available = 8 << 30
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    available = proc_kib_field("/proc/meminfo", "MemAvailable") or 8 << 30
     shm = shared_memory_free()
     return min(2 << 30, available // 4, shm // 2 if shm is not None else 2 << 30)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classbench.errors import DataError
-from classbench.runs import atomic_write_csv, atomic_write_json
+from classbench.runs import atomic_write_csv, atomic_write_json, csv_text
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_ALIASES: dict[str, str] = {
@@ -95,9 +95,14 @@ class Manifest:
             out[s.label] += 1
         return out
 
-    def split_counts(self) -> dict[str, dict[str, int]]:
-        """``{split: {class: images}}`` for train, val and test (all of them, empty ones too)."""
-        return {split: self.counts(split) for split in SPLITS}
+    def split_counts(self, present_only: bool = False) -> dict[str, dict[str, int]]:
+        """``{split: {class: images}}`` for train, val and test, empty ones too; with ``present_only`` only the
+        splits that have images, plus ``"unsplit"`` for the images in none (what ``check`` and the report show)."""
+        counts = {split: self.counts(split) for split in SPLITS if not present_only or self.subset(split)}
+        unsplit = [s for s in self.samples if s.split is None]
+        if present_only and unsplit:
+            counts["unsplit"] = Manifest(unsplit, self.classes).counts()
+        return counts
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,11 +142,8 @@ class Manifest:
         """
         root = _common_root(self.samples)
         rows = sorted((_row(s, root) for s in self.samples), key=lambda r: (r["path"], r["label"]))
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["classes", *self.classes])
-        writer.writerows([r[k] for k in FIELDS] for r in rows)
-        return hashlib.sha256(buf.getvalue().encode("utf-8")).hexdigest()
+        text = csv_text([["classes", *self.classes], *([r[k] for k in FIELDS] for r in rows)])
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def classes_path(csv_path: str | os.PathLike) -> Path:

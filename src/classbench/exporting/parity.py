@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from classbench.errors import ModelError
+from classbench.formatting import percent
 from classbench.metrics import softmax, stored_temperature
 
 EXPORT_JSON = "export.json"
@@ -175,7 +176,7 @@ def agreement(reference: np.ndarray, logits: np.ndarray, samples: Samples, meta:
         report["macro_f1_export"] = _macro_f1(groups[known], out_top[known], reference.shape[1])
     if tolerance is not None and report["max_abs_prob_diff"] > tolerance:
         raise ModelError(f"parity check failed: max probability difference {report['max_abs_prob_diff']:.2e} > "
-                         f"{tolerance:.0e} (top-1 agreement {report['top1_agreement']:.1%}) over {len(reference)} inputs")
+                         f"{tolerance:.0e} (top-1 agreement {percent(report['top1_agreement'])}) over {len(reference)} inputs")
     report["below_min_agreement"] = bool(report["top1_agreement"] < min_agreement)
     report["passed"] = not (enforce and report["below_min_agreement"])
     return report
@@ -189,9 +190,9 @@ def worst_classes(report: dict[str, Any], limit: int | None = None) -> list[tupl
 
 def refusal(report: dict[str, Any], what: str) -> ModelError:
     """The one-line error of an export whose agreement is under its ``min_agreement``."""
-    worst = ", ".join(f"{c} {a:.0%}" for c, a in worst_classes(report, 3))
+    worst = ", ".join(f"{c} {percent(a)}" for c, a in worst_classes(report, 3))
     return ModelError(f"{what}: top-1 agreement with PyTorch fp32 on {report['samples']} {report['images']} images is "
-                      f"{report['top1_agreement']:.1%} < {report['min_agreement']:.0%} (worst: {worst}); nothing "
+                      f"{percent(report['top1_agreement'])} < {percent(report['min_agreement'])} (worst: {worst}); nothing "
                       "written. Lower --min-agreement, raise --calibration-images, or ship the fp32 export")
 
 

@@ -48,7 +48,7 @@ def render_export(result: Any, console: Any) -> None:
     shape = "x".join(str(d) for d in result.input_shape) or "?"
     how = f"{result.exporter} exporter{f', opset {result.opset}' if result.opset else ''}"
     console.print(f"[bold green]Exported[/] {escape(str(result.path))} ({result.variant}, "
-                  f"{result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
+                  f"{result.size_bytes / 1e6:.1f} MB, {formatting.duration(result.seconds)})")
     console.print(f"  input  [bold]{result.input_name}[/] {shape} float32, NCHW, normalised")
     console.print(f"  output [bold]{result.output_name}[/] (probabilities = softmax(logits / temperature))")
     console.print(f"  from the fp32 ONNX graph ({how})")

@@ -3,7 +3,6 @@ when it passed, and the ``export.json`` entry that records it (see ``classbench.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from classbench.errors import ClassbenchError
 from classbench.exporting.onnx_graph import Graph, build_graph
 from classbench.exporting.parity import DEFAULT_MIN_AGREEMENT, Samples, agreement, calibration_inputs, record, refusal, run_logits
 from classbench.inference import EXPORTS, OnnxSession, import_optional
+from classbench.runs import atomic_write_bytes, timestamp
 
 FP32_TOLERANCE = 1e-4
 
@@ -120,7 +120,6 @@ def _result(job: Job, graph: Graph, session: Any, parity: dict[str, Any], **extr
 
 def _onnx(job: Job) -> Any:
     """``onnx`` / ``onnx-fp16`` / ``onnx-int8`` through ONNX Runtime."""
-    from classbench.runs import atomic_write_bytes
 
     graph = _fp32_graph(job, fp16=job.variant == "onnx-fp16")
     session, parity = graph.checked
@@ -165,7 +164,6 @@ def _tensorrt(job: Job) -> Any:
     """``tensorrt-fp16`` / ``tensorrt-int8`` (not run here: no CUDA GPU; see tensorrt_engine)."""
     from classbench.exporting.quantize import quantize_int8, settings
     from classbench.exporting.tensorrt_engine import TensorRTRunner, build_engine
-    from classbench.runs import atomic_write_bytes
 
     graph = _fp32_graph(job)
     int8 = job.variant == "tensorrt-int8"
@@ -193,6 +191,6 @@ def record_result(job: Job, result: Any) -> Path:
     entry = {"file": file, "format": result.format, "precision": result.precision,
              "runtime_precision": result.runtime_precision, "size_bytes": result.size_bytes,
              "seconds": result.seconds, "exporter": result.exporter, "opset": result.opset,
-             "weights_sha256": job.sha, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "weights_sha256": job.sha, "created": timestamp(),
              "calibration": result.calibration, "parity": result.parity}
     return record(job.folder, job.variant, entry)

@@ -1,12 +1,9 @@
-"""How the report shows numbers: the leaderboard's columns (header and number kind), their order in the
-verdict table, the metric rows of a run, and one formatter per kind."""
+"""The report's columns: the leaderboard's (header and number kind, shown by ``formatting.fmt``), their order
+in the verdict table, and the metric rows of a run."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from classbench.formatting import count, duration, percent, rate
-from classbench.report.style import _num as num
+from classbench.formatting import METRIC_LABELS
 
 # leaderboard column -> (header, kind); kind picks the number format
 COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"), "params": ("params", "params"),
@@ -36,21 +33,4 @@ VERDICT_ORDER = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "d
                  "test_balanced_acc_high", "test_acc", "test_acc_low", "test_acc_high", "worst_class_recall",
                  "worst_class", "ece", "params", "img_size", "lr", "replicates", "train_seconds",
                  "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "architecture", "run_dir"]
-METRICS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
-           ("weighted_f1", "weighted F1"), ("worst_class_recall", "worst-class recall"),
-           ("ece", "ECE (calibrated)"), ("ece_uncalibrated", "ECE (uncalibrated)"), ("temperature", "temperature"),
-           ("nll", "NLL")]
-
-
-FORMATS = {
-    "params": count, "sec": duration, "rate": rate, "pct": percent,
-    "ms": "{:.2f}".format, "int": "{:,.0f}".format, "score": "{:.3f}".format,
-}
-
-
-def fmt(value: Any, kind: str = "score") -> str:
-    """Display text for a number of the given kind (a dash when missing, text as it is)."""
-    x = num(value)
-    if kind == "text" or (x is None and value not in (None, "")):
-        return str(value)
-    return "\u2013" if x is None else FORMATS.get(kind, FORMATS["score"])(x)
+METRICS = list(METRIC_LABELS.items())  # a run's metric rows, in this order

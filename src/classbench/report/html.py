@@ -14,17 +14,17 @@ import hashlib
 import os
 import shlex
 import struct
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from classbench.comparison.leaderboard import TEST_METRICS
 from classbench.data.manifest import SPLITS, Manifest, shown_path
 from classbench.errors import ClassbenchError, RunError, first_line
+from classbench.formatting import finite, fmt
 from classbench.intervals import interval_text
-from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER, fmt, num
+from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER
 from classbench.report.exports import export_rows
-from classbench.runs import atomic_write_text, read_json, read_yaml
+from classbench.runs import atomic_write_text, read_json, read_yaml, timestamp
 from classbench.training.config import BALANCE_TEXT
 
 MAX_FIGURE_BYTES = 25 << 20
@@ -95,7 +95,7 @@ def _ci_text(interval: Any, digits: int = 3) -> str | None:
 def _heatmap_title(key: str, title: str, ev: dict[str, Any]) -> str:
     """The misclassified sheet's caption says what its heatmap row shows and what it cost (eval.json ``explain``)."""
     info = ev.get("explain") if isinstance(ev.get("explain"), dict) else {}
-    if key != "misclassified" or not num(info.get("n_images")):
+    if key != "misclassified" or not finite(info.get("n_images")):
         return title
     return (f"{title}; under the {fmt(info['n_images'], 'int')} most confident: where the model saw the class it "
             f"chose ({info.get('method')} at {info.get('layer')}, {fmt(info.get('seconds'), 'sec')})")
@@ -111,7 +111,7 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
     ev_d = ev or {}
     per_class, zero, never = [], [], []
     for row in [r for r in ev_d.get("per_class") or [] if isinstance(r, dict)]:
-        support, recall, predicted = num(row.get("support")) or 0, num(row.get("recall")), num(row.get("predicted"))
+        support, recall, predicted = finite(row.get("support")) or 0, finite(row.get("recall")), finite(row.get("predicted"))
         flags = {"zero_recall": support > 0 and recall == 0, "never": support > 0 and predicted == 0}
         cis = {f"{k}_ci_text": _ci_text(row.get(f"{k}_ci"), 2) for k in ("precision", "recall")}
         per_class.append({**row, "class": str(row.get("class")), **flags, **cis})
@@ -151,9 +151,9 @@ def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys += [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k]
     columns = [{"key": k, "label": COLUMNS.get(k, (k, "text"))[0], "kind": COLUMNS.get(k, (k, "text"))[1]}
                for k in keys]
-    score_key = next((k for k in ("test_macro_f1", "val_macro_f1") if any(num(r.get(k)) is not None for r in rows)),
+    score_key = next((k for k in ("test_macro_f1", "val_macro_f1") if any(finite(r.get(k)) is not None for r in rows)),
                      None)
-    scores = [num(r.get(score_key)) if score_key else None for r in rows]
+    scores = [finite(r.get(score_key)) if score_key else None for r in rows]
     best = max((i for i, s in enumerate(scores) if s is not None), key=lambda i: scores[i], default=None)
     if any(r.get("status") for r in rows):
         best, score_key = next((i for i, r in enumerate(rows) if r.get("status") == "best"), None), "verdict"
@@ -161,7 +161,7 @@ def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for i, r in enumerate(rows):
         cells = []
         for c in columns:
-            value, x = r.get(c["key"]), num(r.get(c["key"]))
+            value, x = r.get(c["key"]), finite(r.get(c["key"]))
             numeric = c["kind"] != "text"
             cells.append({"text": fmt(value, c["kind"]), "sort": x if numeric and x is not None else str(value or ""),
                           "num": numeric})
@@ -193,9 +193,7 @@ def _manifest_counts(path: Path, notes: list) -> dict[str, dict[str, int]]:
     except (ClassbenchError, OSError, ValueError) as err:  # ValueError: an unknown split name, bad UTF-8
         notes.append(_warn("warn", path.parent.name, f"{path.name}: cannot read ({first_line(err)})"))
         return {}
-    named = {s: manifest.counts(s) for s in SPLITS if manifest.subset(s)}
-    unsplit = [s for s in manifest.samples if s.split is None]
-    return named | ({"unsplit": Manifest(unsplit).counts()} if unsplit else {})
+    return manifest.split_counts(present_only=True)
 
 
 def _recorded_counts(models: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -212,7 +210,7 @@ def _imbalance_notes(models: list[dict[str, Any]]) -> list[str]:
     for m in models:
         args, resolved = m["config"].get("args") or {}, m["config"].get("resolved") or {}
         if resolved.get("balance"):
-            ratio = num(resolved.get("imbalance_ratio"))
+            ratio = finite(resolved.get("imbalance_ratio"))
             notes[m["name"]] = (f"--balance {args.get('balance', 'auto')} \u2192 "
                                 f"{BALANCE_TEXT.get(resolved['balance'], resolved['balance'])}"
                                 + (f" (training split imbalance {ratio:.1f}:1)" if ratio else "")
@@ -257,6 +255,29 @@ def _is_run(folder: Path) -> bool:
     return any((folder / f).is_file() for f in ("model.json", "summary.json", "config.yaml"))
 
 
+def _compare_models(folder: Path, shown: Path, notes: list) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A compare folder's models (those on its leaderboard, then other run folders in it) and its leaderboard rows."""
+    models: list[dict[str, Any]] = []
+    lb_rows = _read_csv(folder / "leaderboard.csv", notes)
+    for r in lb_rows:
+        name = str(r.get("model") or "")
+        if r.get("status") and not r.get("run_dir"):  # cross-validated only: its numbers are in the verdict;
+            continue  # a final run left from an earlier verdict (other --repeats) is not this verdict's model
+        cands = [folder / n for n in (name, Path(str(r.get("run_dir") or "")).name) if n]
+        run_dir = next((c for c in cands if c.name not in (".", "..") and c.parent.resolve() == folder
+                        and c.is_dir()), None)
+        if run_dir is None:  # only subfolders of the compare folder are read
+            notes.append(_warn("warn", name, f"run folder not found in {shown}"))
+        models.append(_model(name, run_dir, shown / (run_dir.name if run_dir else name), notes))
+    listed = {Path(m["dir"]).name for m in models}  # runs without eval.json are not on the leaderboard
+    extra = [_model(p.name, p, shown / p.name, notes) for p in sorted(folder.iterdir())
+             if p.name not in listed and p.is_dir() and _is_run(p)]
+    models += extra
+    if not lb_rows:  # no leaderboard.csv (yet): rows from the run folders, best test macro-F1 first
+        lb_rows = sorted((_run_row(m) for m in extra), key=lambda r: -(finite(r["test_macro_f1"]) or -1.0))
+    return models, lb_rows
+
+
 def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
     """Everything the report shows, as plain data (see the template for how it is used)."""
     shown = Path(folder)
@@ -271,29 +292,11 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
     compare = _load(folder / "compare.json", notes) if is_compare else None
     in_compare = not is_compare and (folder.parent / "compare.json").is_file()  # a run inside a compare folder
     check = _load((folder.parent if in_compare else folder) / "check.json", notes)
-    models: list[dict[str, Any]] = []
     if is_compare:
-        lb_rows = _read_csv(folder / "leaderboard.csv", notes)
-        for r in lb_rows:
-            name = str(r.get("model") or "")
-            if r.get("status") and not r.get("run_dir"):  # cross-validated only: its numbers are in the verdict;
-                continue  # a final run left from an earlier verdict (other --repeats) is not this verdict's model
-            cands = [folder / n for n in (name, Path(str(r.get("run_dir") or "")).name) if n]
-            run_dir = next((c for c in cands if c.name not in (".", "..") and c.parent.resolve() == folder
-                            and c.is_dir()), None)
-            if run_dir is None:  # only subfolders of the compare folder are read
-                notes.append(_warn("warn", name, f"run folder not found in {shown}"))
-            models.append(_model(name, run_dir, shown / (run_dir.name if run_dir else name), notes))
-        listed = {Path(m["dir"]).name for m in models}  # runs without eval.json are not on the leaderboard
-        extra = [_model(p.name, p, shown / p.name, notes) for p in sorted(folder.iterdir())
-                 if p.name not in listed and p.is_dir() and _is_run(p)]
-        models += extra
-        if not lb_rows:  # no leaderboard.csv (yet): rows from the run folders, best test macro-F1 first
-            lb_rows = sorted((_run_row(m) for m in extra), key=lambda r: -(num(r["test_macro_f1"]) or -1.0))
+        models, lb_rows = _compare_models(folder, shown, notes)
     else:
         m = _model(folder.name, folder, shown, notes)
-        models.append(m)
-        lb_rows = [_run_row(m)]
+        models, lb_rows = [m], [_run_row(m)]
     classes = [str(c) for c in (check or {}).get("classes") or []] or next(
         ([str(c) for c in m["meta"]["classes"]] for m in models if m["meta"].get("classes")), [])
     warnings = [w for m in models for w in m["warnings"]]
@@ -309,7 +312,7 @@ def collect_report_data(folder: str | os.PathLike) -> dict[str, Any]:
     onepc = _onepc_rows(models) if preset == "report" or any(m["onepc"] for m in models) else None
     return {
         "kind": "compare" if is_compare else "run", "title": folder.name, "folder": os.fspath(shown),
-        "generated": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "generated": timestamp(),
         "compare": compare, "preset": preset, "command": command,
         "report_command": f"classbench report {_cmd_path(shown)}",
         "leaderboard": _leaderboard(lb_rows), "models": models, "classes": classes,

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from classbench.formatting import count, duration, time_unit
+from classbench.formatting import count, duration, finite, time_unit
 from classbench.report.sheets import _thumbnail, contact_sheet  # noqa: F401 - re-exported: callers import it from here
 from classbench.report.style import (  # noqa: F401 - re-exported, as above
     BLUE,
@@ -30,7 +30,6 @@ from classbench.report.style import (  # noqa: F401 - re-exported, as above
     TICK_CHARS,
     VERMILLION,
     _literal,
-    _num,
     _short,
     _tick,
 )
@@ -63,9 +62,9 @@ def _xticks(ax: Any, labels: Sequence[str], fontsize: float = 9) -> None:
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for i, row in enumerate(rows):
-        y = _num(row.get(key))
+        y = finite(row.get(key))
         if y is not None:
-            epoch = _num(row.get("epoch"))
+            epoch = finite(row.get("epoch"))
             xs.append(epoch if epoch is not None else float(i + 1))
             ys.append(y)
     return xs, ys
@@ -82,8 +81,8 @@ def _draw_curves(ax_acc: Any, ax_loss: Any, rows: Sequence[Mapping[str, Any]], b
                 drawn = True
         if not drawn:
             _no_data(ax)
-        if _num(best_epoch) is not None:
-            ax.axvline(_num(best_epoch), color="grey", ls=":", lw=1.2, label=f"best epoch ({best_epoch})")
+        if finite(best_epoch) is not None:
+            ax.axvline(finite(best_epoch), color="grey", ls=":", lw=1.2, label=f"best epoch ({best_epoch})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         fs = 7 if small else 10
@@ -250,7 +249,7 @@ def plot_reliability(bins: Mapping[str, Sequence[Any]], ece: float, path: str | 
 
 
 def _build_training_time(names: Sequence[str], seconds: Sequence[Any]) -> Figure:
-    secs = np.array([_num(s) if _num(s) is not None else np.nan for s in seconds], dtype=np.float64)
+    secs = np.array([finite(s) if finite(s) is not None else np.nan for s in seconds], dtype=np.float64)
     unit, scale = time_unit(float(np.nanmax(secs, initial=0)) if np.isfinite(secs).any() else 0.0)
     fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.5), layout="constrained")
     ax = fig.subplots()
@@ -273,7 +272,7 @@ def plot_training_time(names: Sequence[str], seconds: Sequence[Any], path: str |
 
 def _build_score_vs_time(names: Sequence[str], scores: Sequence[Any], seconds: Sequence[Any],
                          score_label: str = "test macro-F1") -> Figure:
-    pts = [(str(n), _num(sc), _num(se)) for n, sc, se in zip(names, scores, seconds)]
+    pts = [(str(n), finite(sc), finite(se)) for n, sc, se in zip(names, scores, seconds)]
     pts = [(n, sc, se) for n, sc, se in pts if sc is not None and se is not None]
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()

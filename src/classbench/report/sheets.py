@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from classbench.report.style import VERMILLION, _num
+from classbench.formatting import finite
+from classbench.report.style import VERMILLION
 from classbench.runs import atomic_write_bytes
 
 HEAT_CMAP = "jet"
@@ -114,7 +115,7 @@ def contact_sheet(items: Sequence[tuple[Any, str, str, float]], path: str | Path
         _paste_centred(sheet, draw, img, x0, y0, inner, thumb, font)
         if maps[k] is not None and img is not None:
             _paste_centred(sheet, draw, heat_overlay(img, maps[k]), x0, y0 + heat_h, inner, thumb, font)
-        p = _num(prob)
+        p = finite(prob)
         y_text = y0 + thumb + pad + (heat_h if heat_rows[k // cols] else 0)
         draw.text((x0, y_text), _fit(draw, f"{captions[0]}: ", str(true), "", font, inner), fill="black", font=font)
         draw.text((x0, y_text + line), _fit(draw, f"{captions[1]}: ", str(pred), "" if p is None else f" (p={p:.2f})",

@@ -1,9 +1,8 @@
-"""The look every report figure and image sheet shares: the colour palette and how user text and numbers are
-shown (class and model names always literally, never as mathtext; junk numbers as None)."""
+"""The look every report figure and image sheet shares: the colour palette and how user text is shown (class and
+model names always literally, never as mathtext)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -27,12 +26,3 @@ def _short(text: Any, n: int = TICK_CHARS) -> str:
 def _tick(text: Any, n: int = TICK_CHARS) -> str:
     """Truncate first, then escape (so an escape is never cut in half)."""
     return _literal(_short(text, n))
-
-
-def _num(value: Any) -> float | None:
-    """A finite float from a CSV cell / JSON value, else None (for None, "", "nan", junk)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None

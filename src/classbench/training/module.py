@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from classbench.data.transforms import normalize
 from classbench.inference import no_autocast
-from classbench.speed import adamw
+from classbench.speed import adamw, cpu_levers
 from classbench.training.config import DEFAULTS
 
 
@@ -190,6 +190,15 @@ class ClassifierModule(L.LightningModule):
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
         else:
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+
+
+def build_module(net: nn.Module, num_classes: int, mean: Sequence[float], std: Sequence[float], on_gpu: bool,
+                 **options: Any) -> tuple[ClassifierModule, dict[str, object]]:
+    """The network with this run's CPU levers applied (``speed.cpu_levers``), wrapped in the Lightning module: the
+    one place where ``train`` and ``bench`` build what they train. ``options`` are ``ClassifierModule``'s keyword
+    arguments; returns the module and what the levers did (for the run's config)."""
+    levers = cpu_levers(net, on_gpu)
+    return ClassifierModule(net, num_classes, mean, std, **options), levers
 
 
 def _update_from(outputs: list[tuple[torch.Tensor, torch.Tensor]], metrics: Sequence[Metric]) -> None:

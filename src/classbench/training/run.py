@@ -158,19 +158,17 @@ def _build(config: TrainConfig, plan: Resolved, manifest: Any, train_counts: lis
 
     from classbench.data.manifest import Manifest
     from classbench.models import count_parameters, create_model
-    from classbench.speed import cpu_levers
     from classbench.training.loaders import build_loaders, class_weights
-    from classbench.training.module import ClassifierModule
+    from classbench.training.module import build_module
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = create_model(plan.architecture, len(manifest.classes), pretrained=config.pretrained, weights=config.weights)
-    levers = cpu_levers(net, plan.on_gpu)
     pool = Manifest.load(config.cache_pool) if config.cache_pool and Path(config.cache_pool).is_file() else None
     loaders = build_loaders(manifest, plan.img_size, plan.batch_size, config.augment, plan.balance, config.cache,
                             plan.workers, config.seed, plan.on_gpu, progress=config.progress and not worker,
                             cache_pool=pool)
-    module = ClassifierModule(
-        net, len(manifest.classes), plan.mean, plan.std, lr=plan.lr, backbone_lr=plan.backbone_lr,
+    module, levers = build_module(
+        net, len(manifest.classes), plan.mean, plan.std, plan.on_gpu, lr=plan.lr, backbone_lr=plan.backbone_lr,
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
         class_weights=class_weights(train_counts) if plan.balance == "weights" else None,
         freeze_epochs=plan.freeze_epochs, channels_last=plan.channels_last,
