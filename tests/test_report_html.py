@@ -224,7 +224,7 @@ def test_collect_report_data(compare_dir: Path) -> None:
     assert d["kind"] == "compare" and d["preset"] == "report" and d["command"] == COMMAND
     assert [m["name"] for m in d["models"]] == ["resnet18", "mobilenetv3", ODD_MODEL]
     assert [r["best"] for r in d["leaderboard"]["rows"]] == [True, False, False]
-    assert d["leaderboard"]["score_key"] == "test_macro_f1"
+    assert d["leaderboard"]["score_key"] == "val_macro_f1"
     errors = [(w["scope"], w["text"]) for w in d["warnings"] if w["level"] == "error"]
     assert errors == [("mobilenetv3", f"never predicted: {EVIL} (0 of 10)")]
     assert any(w["level"] == "info" and w["scope"] == ODD_MODEL for w in d["warnings"])
@@ -232,6 +232,18 @@ def test_collect_report_data(compare_dir: Path) -> None:
     assert d["split"]["splits"] == ["train", "val", "test"] and d["split"]["totals"] == [22, 6, 3]
     assert d["classes"] == CLASSES
     assert len(d["figures"]) == 3 and all(f["uri"].startswith("data:image/png;base64,") for f in d["figures"])
+
+
+def test_without_a_verdict_the_best_row_is_picked_on_validation_never_on_test(compare_dir: Path) -> None:
+    """A leaderboard with no verdict columns (an older compare): the highlighted row has the top val macro-F1,
+    although another row has the higher test macro-F1."""
+    text = (compare_dir / "leaderboard.csv").read_text().splitlines()
+    header, rows = text[0].split(","), [line.split(",") for line in text[1:3]]
+    val, test = header.index("val_macro_f1"), header.index("test_macro_f1")
+    rows[0][val], rows[0][test], rows[1][val], rows[1][test] = "0.7", "0.9", "0.8", "0.5"
+    (compare_dir / "leaderboard.csv").write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    board = collect_report_data(compare_dir)["leaderboard"]
+    assert [r["best"] for r in board["rows"]] == [False, True] and board["score_key"] == "val_macro_f1"
 
 
 def test_compare_folder_without_runs_or_extras(tmp_path: Path) -> None:
@@ -253,10 +265,13 @@ def test_runs_missing_from_the_leaderboard_get_a_section(compare_dir: Path) -> N
     html = build_report(compare_dir).read_text(encoding="utf-8")
     assert len(leaderboard_rows(html)) == 2
     assert html.count("Not evaluated yet") == 1 and "vit &#34;x&#34; &amp; &lt;y&gt;" in html
-    (compare_dir / "leaderboard.csv").unlink()  # no leaderboard at all: rows come from the run folders
+    (compare_dir / "leaderboard.csv").unlink()  # no leaderboard at all: rows come from the run folders,
+    summary = json.loads((compare_dir / "resnet18" / "summary.json").read_text())  # best validation score first:
+    summary["best_metrics"]["val_macro_f1"] = 0.7  # resnet18 has the top test score, but the lowest val score
+    (compare_dir / "resnet18" / "summary.json").write_text(json.dumps(summary))
     d = collect_report_data(compare_dir)
     names = [r["cells"][0]["text"] for r in d["leaderboard"]["rows"]]
-    assert names == ["resnet18", "mobilenetv3", ODD_MODEL] and d["leaderboard"]["rows"][0]["best"]
+    assert names == ["mobilenetv3", ODD_MODEL, "resnet18"] and d["leaderboard"]["rows"][0]["best"]
 
 
 # ------------------------------------------------------------------ single run folders

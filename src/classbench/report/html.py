@@ -145,14 +145,14 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Columns that have a value somewhere, rows as given; the verdict's best row (or the top score) marked."""
+    """Columns that have a value somewhere, rows as given; the verdict's selected row marked, or without a verdict
+    the top validation macro-F1 (never a test score: the report must not pick a winner on the test split)."""
     order = VERDICT_ORDER if any(r.get("status") for r in rows) else list(COLUMNS)
     keys = [k for k in order if any(str(r.get(k) or "").strip() for r in rows)]
     keys += [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k]
     columns = [{"key": k, "label": COLUMNS.get(k, (k, "text"))[0], "kind": COLUMNS.get(k, (k, "text"))[1]}
                for k in keys]
-    score_key = next((k for k in ("test_macro_f1", "val_macro_f1") if any(finite(r.get(k)) is not None for r in rows)),
-                     None)
+    score_key = "val_macro_f1" if any(finite(r.get("val_macro_f1")) is not None for r in rows) else None
     scores = [finite(r.get(score_key)) if score_key else None for r in rows]
     best = max((i for i, s in enumerate(scores) if s is not None), key=lambda i: scores[i], default=None)
     if any(r.get("status") for r in rows):
@@ -273,8 +273,8 @@ def _compare_models(folder: Path, shown: Path, notes: list) -> tuple[list[dict[s
     extra = [_model(p.name, p, shown / p.name, notes) for p in sorted(folder.iterdir())
              if p.name not in listed and p.is_dir() and _is_run(p)]
     models += extra
-    if not lb_rows:  # no leaderboard.csv (yet): rows from the run folders, best test macro-F1 first
-        lb_rows = sorted((_run_row(m) for m in extra), key=lambda r: -(finite(r["test_macro_f1"]) or -1.0))
+    if not lb_rows:  # no leaderboard.csv (yet): rows from the run folders, best validation macro-F1 first
+        lb_rows = sorted((_run_row(m) for m in extra), key=lambda r: -(finite(r["val_macro_f1"]) or -1.0))
     return models, lb_rows
 
 
