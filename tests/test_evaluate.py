@@ -191,7 +191,7 @@ def test_zero_recall_class_is_warned_loudly(tested: tuple[Path, EvalResult]) -> 
 
 
 def test_temperature_is_fitted_on_val_stored_and_changes_probabilities(tested: tuple[Path, EvalResult]) -> None:
-    from classbench.metrics import fit_temperature
+    from classbench.calibration import fit_temperature
     from classbench.predict import load
 
     run, result = tested

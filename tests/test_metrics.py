@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn import metrics as skm
 
+from classbench import calibration as cal
 from classbench import metrics as M
 
 C = 6
@@ -166,8 +167,8 @@ def test_ece_zero_for_perfectly_calibrated_construction():
     # confidence 0.8 -> 8/10 right, 0.6 -> 6/10 right, 1.0 -> all right
     probs = np.array([[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10 + [[1.0, 0.0]] * 4)
     labels = np.array([0] * 8 + [1] * 2 + [1] * 6 + [0] * 4 + [0] * 4)
-    assert M.expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-12)
-    bins = M.reliability_bins(probs, labels, n_bins=5)
+    assert cal.expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-12)
+    bins = cal.reliability_bins(probs, labels, n_bins=5)
     assert sum(bins["count"]) == 24 and len(bins["bin_edges"]) == 6
     assert bins["count"][2] == 10 and bins["accuracy"][2] == pytest.approx(0.6)  # 0.6 lies in (0.4, 0.6]
     assert bins["confidence"][0] is None and bins["accuracy"][0] is None
@@ -177,14 +178,14 @@ def test_ece_statistically_calibrated_and_overconfident():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4) * 0.5, size=20000)
     labels = (rng.random((20000, 1)) > probs.cumsum(1)).sum(1)  # label ~ probs
-    assert M.expected_calibration_error(probs, labels) < 0.03
+    assert cal.expected_calibration_error(probs, labels) < 0.03
     over = np.full((2000, 5), 0.0025)
     over[np.arange(2000), rng.integers(0, 5, 2000)] = 0.99
-    assert M.expected_calibration_error(over, rng.integers(0, 5, 2000)) > 0.2
+    assert cal.expected_calibration_error(over, rng.integers(0, 5, 2000)) > 0.2
 
 
 def _sample_labels(z: np.ndarray, t0: float, rng: np.random.Generator) -> np.ndarray:
-    p = M.softmax(z, t0)
+    p = cal.softmax(z, t0)
     return np.minimum((rng.random((len(z), 1)) > p.cumsum(1)).sum(1), z.shape[1] - 1)
 
 
@@ -192,7 +193,7 @@ def test_fit_temperature_recovers_known_temperature():
     rng = np.random.default_rng(0)
     z = rng.normal(scale=4.0, size=(20000, 5))
     y = _sample_labels(z, 2.5, rng)
-    fitted = M.fit_temperature(z, y)
+    fitted = cal.fit_temperature(z, y)
     assert fitted == pytest.approx(2.5, rel=0.1)
     # the optimum of the NLL (written with scipy's logsumexp) against a plain float64 grid search
     grid = np.exp(np.linspace(np.log(fitted) - 0.05, np.log(fitted) + 0.05, 41))
@@ -202,18 +203,18 @@ def test_fit_temperature_recovers_known_temperature():
         p /= p.sum(1, keepdims=True)
         return -np.mean(np.log(p[np.arange(len(y)), y]))
 
-    assert M.nll(z, y, 2.0) == pytest.approx(nll(2.0), rel=1e-12)
+    assert cal.nll(z, y, 2.0) == pytest.approx(nll(2.0), rel=1e-12)
     assert min(grid, key=nll) == pytest.approx(fitted, rel=3e-3)
-    assert M.fit_temperature(np.zeros((0, 3)), []) == 1.0
-    assert M.fit_temperature(np.ones((4, 3)), [0, 1, 2, 0]) == 1.0  # every row flat: nothing to fit
+    assert cal.fit_temperature(np.zeros((0, 3)), []) == 1.0
+    assert cal.fit_temperature(np.ones((4, 3)), [0, 1, 2, 0]) == 1.0  # every row flat: nothing to fit
 
 
 def test_softmax_extremes_and_validation():
-    assert np.allclose(M.softmax([1e308, -1e308, 0.0], 1e-3), [1, 0, 0])
-    assert np.allclose(M.softmax([np.inf, 0.0, -np.inf]), [1, 0, 0])
-    assert np.allclose(M.softmax(np.log([[1.0, 3.0]])), [[0.25, 0.75]])
+    assert np.allclose(cal.softmax([1e308, -1e308, 0.0], 1e-3), [1, 0, 0])
+    assert np.allclose(cal.softmax([np.inf, 0.0, -np.inf]), [1, 0, 0])
+    assert np.allclose(cal.softmax(np.log([[1.0, 3.0]])), [[0.25, 0.75]])
     with pytest.raises(ValueError):
-        M.softmax([1.0, 2.0], temperature=0)
+        cal.softmax([1.0, 2.0], temperature=0)
 
 
 @settings(max_examples=150, deadline=None)
@@ -221,7 +222,7 @@ def test_softmax_extremes_and_validation():
               elements=st.floats(-1e308, 1e308, allow_nan=False)),
        st.floats(1e-3, 1e3))
 def test_softmax_property_finite_and_normalised(logits, temperature):
-    p = M.softmax(logits, temperature)
+    p = cal.softmax(logits, temperature)
     assert p.shape == logits.shape
     assert np.isfinite(p).all() and (p >= 0).all()
     assert np.allclose(p.sum(-1), 1.0)

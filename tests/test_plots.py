@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from classbench import calibration as C
 from classbench import metrics as M
 from classbench.report import plots as P
 
@@ -114,11 +115,11 @@ def test_plot_reliability(tmp_path):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3) * 0.3, 500)
     labels = rng.integers(0, 3, 500)
-    bins, ece = M.reliability_bins(probs, labels), M.expected_calibration_error(probs, labels)
+    bins, ece = C.reliability_bins(probs, labels), C.expected_calibration_error(probs, labels)
     fig = P._build_reliability(bins, ece, title="$vit$")
     assert f"ECE = {ece:.3f}" in fig.axes[0].get_title() and shown(fig.axes[0].title).startswith("$vit$")
     check_png(P.plot_reliability(bins, ece, tmp_path / "rel.png"), 400, 500)
-    check_png(P.plot_reliability(M.reliability_bins(np.zeros((0, 3)), []), 0.0, tmp_path / "empty.png"))
+    check_png(P.plot_reliability(C.reliability_bins(np.zeros((0, 3)), []), 0.0, tmp_path / "empty.png"))
 
 
 def test_plot_training_time_and_score_vs_time(tmp_path):

@@ -240,7 +240,7 @@ def _infer(clf: Any, samples: list[Sample], batch_size: int, views: list[tuple[i
 def _temperature(clf: Any, run_dir: Path, classes: list[str], batch_size: int,
                  own_val: _Inference | None) -> tuple[float, str, list[str]]:
     """Fit T on the run's val logits and store it in ``model.json``; else keep the stored T."""
-    from classbench.metrics import fit_temperature, stored_temperature
+    from classbench.calibration import fit_temperature, stored_temperature
 
     stored = stored_temperature(clf.meta)
     val = own_val
@@ -264,17 +264,18 @@ def _temperature(clf: Any, run_dir: Path, classes: list[str], batch_size: int,
 def _score(logits: np.ndarray, y_true: np.ndarray, classes: list[str],
            temperature: float) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
     """``(classification summary, eval.json metrics, calibrated probabilities)``."""
+    from classbench import calibration as C
     from classbench import metrics as M
 
-    probs = M.softmax(logits, temperature)
+    probs = C.softmax(logits, temperature)
     summary = M.classification_summary(y_true, probs.argmax(axis=1), probs, classes)
     metrics = {key: summary[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")}
     metrics.update({
         "top_k": {f"top_{k}": v for k, v in summary["top_k_accuracy"].items()},
         "worst_class_recall": summary["worst_class_recall"], "worst_class": summary["worst_class"],
-        "ece": M.expected_calibration_error(probs, y_true),
-        "ece_uncalibrated": M.expected_calibration_error(M.softmax(logits), y_true),
-        "temperature": temperature, "nll": M.nll(logits, y_true, temperature),
+        "ece": C.expected_calibration_error(probs, y_true),
+        "ece_uncalibrated": C.expected_calibration_error(C.softmax(logits), y_true),
+        "temperature": temperature, "nll": C.nll(logits, y_true, temperature),
     })
     return summary, metrics, probs
 
@@ -304,7 +305,7 @@ def _write_files(result: EvalResult, samples: Sequence[Sample], y_true: np.ndarr
                  cpm: np.ndarray, wrong: list[tuple[Path, str, str, float]], title: str,
                  heatmaps: Sequence[Any] = ()) -> None:
     """The figures, ``confusion.csv`` and ``predictions.csv`` named in ``result.figures``."""
-    from classbench.metrics import reliability_bins
+    from classbench.calibration import reliability_bins
     from classbench.report.plots import contact_sheet, plot_class_probabilities, plot_confusion, plot_reliability
 
     out, fig, classes, cm = result.out_dir, result.figures, result.classes, np.asarray(result.confusion)

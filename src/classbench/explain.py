@@ -263,8 +263,8 @@ def explain_images(clf: Any, images: Sequence[Any], method: str = "gradcam", tar
     """One ``Explanation`` per image, in order (see the module doc); an unreadable file raises ImageLoadError."""
     import torch
 
+    from classbench.calibration import softmax
     from classbench.data.transforms import to_uint8_tensor
-    from classbench.metrics import softmax
 
     _check_method(method)
     model = _torch_model(clf)

@@ -92,7 +92,7 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any] | None, repo_id:
     (from ``eval.json``; a line saying there is none otherwise) and how to load it with timm and classbench."""
     import yaml
 
-    from classbench.metrics import stored_temperature
+    from classbench.calibration import stored_temperature
 
     repo = repo_id or "ORG/NAME"
     size, n = int(meta["img_size"]), len(meta["classes"])

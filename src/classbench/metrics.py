@@ -1,4 +1,4 @@
-"""Classification metrics, bootstrap intervals and calibration (numpy in, plain Python out).
+"""Classification metrics and their intervals (numpy in, plain Python out; calibration: ``classbench.calibration``).
 
 Conventions:
 - ``y_true``/``y_pred`` are integer class indices into ``classes``; ``probs`` is ``[N, C]``.
@@ -13,11 +13,9 @@ Conventions:
   (``is_degenerate_interval`` tells).
 
 Libraries do what they do: scikit-learn computes the confusion matrix, the per-class precision/recall/F1 and
-the top-k accuracy; scipy gives the beta quantiles, the Wilson interval, the bounded 1-D minimiser and
-``logsumexp``. Hand-written, because no library does the job: the bootstrap over per-class counts (one
-``bincount`` per chunk of resamples instead of ``n_boot`` metric calls), the Bonferroni-combined balanced
-accuracy interval, the temperature objective, the top-label reliability bins and ECE (sklearn's
-``calibration_curve`` is binary-only), and ``softmax`` (see there). sklearn and scipy are imported inside the
+the top-k accuracy; scipy gives the beta quantiles and the Wilson interval. Hand-written, because no library
+does the job: the bootstrap over per-class counts (one ``bincount`` per chunk of resamples instead of ``n_boot``
+metric calls) and the Bonferroni-combined balanced accuracy interval. sklearn and scipy are imported inside the
 functions: importing this module stays cheap.
 """
 
@@ -34,7 +32,7 @@ BOOTSTRAP_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 PROPORTION_METHODS = ("clopper-pearson", "wilson")
 
 
-def _labels(y: Any, n_classes: int, name: str) -> np.ndarray:
+def class_indices(y: Any, n_classes: int, name: str) -> np.ndarray:
     arr = np.asarray(y).reshape(-1)
     if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
         raise ValueError(f"{name} must hold integer class indices")
@@ -53,7 +51,7 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
     """``[C, C]`` int64 counts, rows = true class, columns = predicted class (sklearn's, over ``range(C)``);
     all zeros for empty input. ValueError for indices outside ``0..C-1`` or unequal lengths."""
-    t, p = _labels(y_true, n_classes, "y_true"), _labels(y_pred, n_classes, "y_pred")
+    t, p = class_indices(y_true, n_classes, "y_true"), class_indices(y_pred, n_classes, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
     if t.size == 0 or n_classes == 1:  # sklearn refuses empty input and warns about a 1x1 matrix
@@ -75,7 +73,7 @@ def top_k_accuracy(probs: Any, y_true: Any, k: int) -> float:
     if scores.ndim != 2:
         raise ValueError(f"probs must be [N, C], got shape {scores.shape}")
     n_classes = scores.shape[1]
-    t = _labels(y_true, n_classes, "y_true")
+    t = class_indices(y_true, n_classes, "y_true")
     if t.size != scores.shape[0]:
         raise ValueError(f"probs has {scores.shape[0]} rows but y_true has {t.size}")
     if k < 1:
@@ -115,8 +113,8 @@ def classification_summary(y_true: Any, y_pred: Any, probs: Any | None, classes:
     n = int(cm.sum())
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    t = _labels(y_true, n_classes, "y_true")
-    precision, recall, f1 = _per_class(t, _labels(y_pred, n_classes, "y_pred"), n_classes)
+    t = class_indices(y_true, n_classes, "y_true")
+    precision, recall, f1 = _per_class(t, class_indices(y_pred, n_classes, "y_pred"), n_classes)
     has_support, present = support > 0, (support + predicted) > 0
 
     def ci(k: float, total: int) -> list[float] | None:
@@ -302,97 +300,11 @@ def balanced_accuracy_interval(correct_per_class: Any, support_per_class: Any,
     return (float(low), float(high))
 
 
-def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, list]:
-    """Equal-width confidence bins ``(lo, hi]``: mean confidence, accuracy (None when empty) and count."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be [N, C], got shape {probs.shape}")
-    t = _labels(labels, probs.shape[1], "labels")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    conf = probs.max(axis=1) if probs.size else np.zeros(0)
-    correct = (probs.argmax(axis=1) == t) if probs.size else np.zeros(0, bool)
-    idx = np.clip(np.searchsorted(edges[1:-1], conf, side="left"), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
-    return {
-        "bin_edges": edges.tolist(),
-        "confidence": [float(s / c) if c else None for s, c in zip(conf_sum, count)],
-        "accuracy": [float(s / c) if c else None for s, c in zip(acc_sum, count)],
-        "count": count.astype(int).tolist(),
-    }
-
-
-def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """ECE: count-weighted mean |accuracy - confidence| over equal-width confidence bins (0 if empty)."""
-    bins = reliability_bins(probs, labels, n_bins)
-    total = sum(bins["count"])
-    if total == 0:
-        return 0.0
-    return float(sum(c * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"]) if c)
-                 / total)
-
-
-def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """Numerically stable softmax over the last axis of ``logits / temperature`` (float64): the one softmax of
-    classbench (evaluate, predict and the export parity check all call it).
-
-    Hand-written rather than ``scipy.special.softmax(z / T)``: the shift by the row maximum comes before the
-    division by ``T``, so ``[1e308, -1e308, 0]`` at ``T = 1e-3`` or ``[inf, 0, -inf]`` give ``[1, 0, 0]`` where
-    scipy's gives NaN. ValueError for ``temperature <= 0``.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = np.asarray(logits, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        m = np.max(z, axis=-1, keepdims=True) if z.size else z
-        shifted = np.where(z == m, 0.0, z - m) / temperature  # shift first: never overflows upwards
-        e = np.exp(shifted)
-        return e / e.sum(axis=-1, keepdims=True)
-
-
-def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of ``softmax(logits / temperature)`` (scipy's ``logsumexp``: exact, no clipping)."""
-    from scipy.special import logsumexp
-
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(labels)), labels]))
-
-
-def stored_temperature(meta: dict[str, Any]) -> float:
-    """The temperature a model's metadata (model.json, an export's metadata) records; 1.0 when it records none."""
-    return float(meta.get("temperature") or 1.0)
-
-
-def fit_temperature(logits: Any, labels: Any, max_iter: int = 200) -> float:
-    """Temperature ``T`` in [0.01, 100] minimising the NLL of ``softmax(logits / T)``; 1.0 for empty input,
-    non-finite logits or rows that are all equal.
-
-    The NLL is convex in ``1/T``, hence unimodal in ``log T``: scipy's bounded Brent search in log space
-    (``minimize_scalar(method="bounded")``) finds the optimum. Only the objective is written here.
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, dtype=np.float64)
-    if z.size == 0:
-        return 1.0
-    if z.ndim != 2:
-        raise ValueError(f"logits must be [N, C], got shape {z.shape}")
-    t = _labels(labels, z.shape[1], "labels")
-    if t.size != z.shape[0]:
-        raise ValueError(f"logits has {z.shape[0]} rows but labels has {t.size}")
-    if not np.isfinite(z).all() or np.ptp(z, axis=1).max() == 0:
-        return 1.0
-    res = minimize_scalar(lambda log_t: nll(z, t, math.exp(log_t)), bounds=(math.log(0.01), math.log(100.0)),
-                          method="bounded", options={"maxiter": max_iter, "xatol": 1e-6})
-    return float(math.exp(float(res.x)))
-
-
 def class_probability_matrix(probs: Any, y_true: Any, n_classes: int) -> np.ndarray:
     """``[C, C]``: row ``i`` is the mean predicted probability vector over samples of true class ``i``
     (a NaN row when class ``i`` has no samples)."""
     probs = np.asarray(probs, dtype=np.float64).reshape(-1, n_classes)
-    t = _labels(y_true, n_classes, "y_true")
+    t = class_indices(y_true, n_classes, "y_true")
     if t.size != probs.shape[0]:
         raise ValueError(f"probs has {probs.shape[0]} rows but y_true has {t.size}")
     sums = np.zeros((n_classes, n_classes))

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from classbench.calibration import stored_temperature
 from classbench.errors import ClassbenchError, DataError, ModelError
-from classbench.metrics import stored_temperature
 from classbench.runs import atomic_write_text, csv_text, file_sha256
 
 UNKNOWN = "unknown"
@@ -73,7 +73,7 @@ class Classifier:
 
     def predict_proba(self, batch: Any) -> np.ndarray:
         """Calibrated probabilities ``softmax(logits / temperature)`` (float64) for a normalised batch."""
-        from classbench.metrics import softmax
+        from classbench.calibration import softmax
 
         return softmax(self.logits(batch), self.temperature)
 

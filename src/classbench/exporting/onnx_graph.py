@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from classbench.calibration import stored_temperature
 from classbench.errors import ModelError, first_line
-from classbench.metrics import stored_temperature
 
 ONNX_FORMAT = "classbench-onnx/1"
 INPUT_NAME = "input"

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from classbench.calibration import softmax, stored_temperature
 from classbench.errors import ModelError
 from classbench.formatting import percent
-from classbench.metrics import softmax, stored_temperature
 
 EXPORT_JSON = "export.json"
 RANDOM_SAMPLES = 32
