@@ -63,3 +63,25 @@ def test_markdown_cells_keep_user_text_literal_in_the_model_card_and_leaderboard
     lines = (tmp_path / "leaderboard.md").read_text().splitlines()
     assert lines[0] == "**Verdict:** evil\\|&lt;i&gt;net&lt;/i&gt; is the only model"
     assert lines[-1].count(" | ") == len(MARKDOWN_COLUMNS) - 1 and "<i>" not in lines[-1]
+
+
+def test_one_reader_of_proc_kb_fields(tmp_path) -> None:
+    """``N kB`` lines of /proc files in bytes (the cache's memory limit, bench's peak memory); None for a field
+    or a file that is not there, or a value that is not a number."""
+    from classbench.runs import proc_kib_field
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t   1024 kB\nBad:\tlots kB\n")
+    assert proc_kib_field(str(status), "VmHWM") == 204800 * 1024 and proc_kib_field(str(status), "VmRSS") == 1 << 20
+    assert proc_kib_field(str(status), "VmSwap") is None and proc_kib_field(str(status), "Bad") is None
+    assert proc_kib_field(str(tmp_path / "missing"), "VmHWM") is None
+
+
+def test_every_timestamp_is_iso_8601_with_its_utc_offset() -> None:
+    """compare.json's and export.json's "created" and the report's "generated" time share one format."""
+    from datetime import datetime
+
+    from classbench.runs import timestamp
+
+    stamp = datetime.fromisoformat(timestamp())
+    assert stamp.utcoffset() is not None and stamp.microsecond == 0
