@@ -98,11 +98,11 @@ class Manifest:
     def split_counts(self, present_only: bool = False) -> dict[str, dict[str, int]]:
         """``{split: {class: images}}`` for train, val and test, empty ones too; with ``present_only`` only the
         splits that have images, plus ``"unsplit"`` for the images in none (what ``check`` and the report show)."""
-        counts = {split: self.counts(split) for split in SPLITS if not present_only or self.subset(split)}
-        unsplit = [s for s in self.samples if s.split is None]
-        if present_only and unsplit:
-            counts["unsplit"] = Manifest(unsplit, self.classes).counts()
-        return counts
+        counts = {split: self.counts(split) for split in SPLITS}
+        if not present_only:
+            return counts
+        unsplit = Manifest([s for s in self.samples if s.split is None], self.classes).counts()
+        return {split: c for split, c in {**counts, "unsplit": unsplit}.items() if any(c.values())}
 
     def __len__(self) -> int:
         return len(self.samples)

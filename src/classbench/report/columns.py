@@ -1,9 +1,7 @@
-"""The report's columns: the leaderboard's (header and number kind, shown by ``formatting.fmt``), their order
-in the verdict table, and the metric rows of a run."""
+"""The report's columns: the leaderboard's (header and number kind, shown by ``formatting.fmt``) and their order
+in the verdict table."""
 
 from __future__ import annotations
-
-from classbench.formatting import METRIC_LABELS
 
 # leaderboard column -> (header, kind); kind picks the number format
 COLUMNS = {"model": ("model", "text"), "architecture": ("architecture", "text"), "params": ("params", "params"),
@@ -33,4 +31,3 @@ VERDICT_ORDER = ["model", "status", "heldout_macro_f1", "delta", "delta_low", "d
                  "test_balanced_acc_high", "test_acc", "test_acc_low", "test_acc_high", "worst_class_recall",
                  "worst_class", "ece", "params", "img_size", "lr", "replicates", "train_seconds",
                  "train_images_per_s", "infer_ms_batch1", "infer_images_per_s_batch32", "architecture", "run_dir"]
-METRICS = list(METRIC_LABELS.items())  # a run's metric rows, in this order

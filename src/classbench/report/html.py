@@ -20,9 +20,9 @@ from typing import Any
 from classbench.comparison.leaderboard import TEST_METRICS
 from classbench.data.manifest import SPLITS, Manifest, shown_path
 from classbench.errors import ClassbenchError, RunError, first_line
-from classbench.formatting import finite, fmt
+from classbench.formatting import METRIC_LABELS, finite, fmt
 from classbench.intervals import interval_text
-from classbench.report.columns import COLUMNS, METRICS, VERDICT_ORDER
+from classbench.report.columns import COLUMNS, VERDICT_ORDER
 from classbench.report.exports import export_rows
 from classbench.runs import atomic_write_text, read_json, read_yaml, timestamp
 from classbench.training.config import BALANCE_TEXT
@@ -129,7 +129,7 @@ def _model(name: str, run_dir: Path | None, shown: Path, notes: list[dict[str, s
     metrics_, ci = ev_d.get("metrics") or {}, ev_d.get("ci95") or {}
     methods = ev_d["ci_method"] if isinstance(ev_d.get("ci_method"), dict) else {}
     rows = [{"label": label, "value": fmt(metrics_.get(key)), "ci": ci.get(key), "ci_text": _ci_text(ci.get(key)),
-             "method": str(methods[key]) if methods.get(key) else None} for key, label in METRICS
+             "method": str(methods[key]) if methods.get(key) else None} for key, label in METRIC_LABELS.items()
             if metrics_.get(key) is not None]
     rows += [{"label": k.replace("_", "-") + " accuracy", "value": fmt(v), "ci": None, "ci_text": None, "method": None}
              for k, v in (metrics_.get("top_k") or {}).items()]

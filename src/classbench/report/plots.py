@@ -81,8 +81,8 @@ def _draw_curves(ax_acc: Any, ax_loss: Any, rows: Sequence[Mapping[str, Any]], b
                 drawn = True
         if not drawn:
             _no_data(ax)
-        if finite(best_epoch) is not None:
-            ax.axvline(finite(best_epoch), color="grey", ls=":", lw=1.2, label=f"best epoch ({best_epoch})")
+        if (best := finite(best_epoch)) is not None:
+            ax.axvline(best, color="grey", ls=":", lw=1.2, label=f"best epoch ({best_epoch})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         fs = 7 if small else 10
@@ -249,7 +249,7 @@ def plot_reliability(bins: Mapping[str, Sequence[Any]], ece: float, path: str | 
 
 
 def _build_training_time(names: Sequence[str], seconds: Sequence[Any]) -> Figure:
-    secs = np.array([finite(s) if finite(s) is not None else np.nan for s in seconds], dtype=np.float64)
+    secs = np.array([np.nan if (x := finite(s)) is None else x for s in seconds], dtype=np.float64)
     unit, scale = time_unit(float(np.nanmax(secs, initial=0)) if np.isfinite(secs).any() else 0.0)
     fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.5), layout="constrained")
     ax = fig.subplots()
